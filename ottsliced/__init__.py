@@ -1,0 +1,28 @@
+"""ottsliced: amortized entropic optimal transport from sliced potentials."""
+
+from ottsliced._compat import apply_shims
+
+apply_shims()
+
+from ottsliced.directions import directions  # noqa: E402
+from ottsliced.initializer import SlicedInitializer  # noqa: E402
+from ottsliced.objective import fit_oa, semi_dual  # noqa: E402
+from ottsliced.problems import ProblemBatch  # noqa: E402
+from ottsliced.regression import fit_ra  # noqa: E402
+from ottsliced.sliced import sliced_potentials  # noqa: E402
+from ottsliced.solve import amortized_solve, amortized_solve_batch, solve_batch  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ProblemBatch",
+    "SlicedInitializer",
+    "amortized_solve",
+    "amortized_solve_batch",
+    "directions",
+    "fit_oa",
+    "fit_ra",
+    "semi_dual",
+    "sliced_potentials",
+    "solve_batch",
+]

@@ -1,0 +1,310 @@
+"""The fitted amortized model, usable as an OTT Sinkhorn initializer."""
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ott.geometry import pointcloud
+from ott.initializers.linear import initializers
+from ott.problems.linear import linear_problem
+
+from ottsliced import _validation, sliced
+
+__all__ = ["FORMAT_VERSION", "SlicedInitializer"]
+
+FORMAT_VERSION = 1
+_METHODS = ("ra", "oa")
+
+
+class _Summary(dict):
+  """Training summary carried as static data that never causes a retrace."""
+
+  def __eq__(self, other: Any) -> bool:
+    return isinstance(other, _Summary)
+
+  def __hash__(self) -> int:
+    return 0
+
+
+def _points(geom: Any) -> Tuple[jax.Array, jax.Array]:
+  if not isinstance(geom, pointcloud.PointCloud):
+    raise ValueError(
+        f"SlicedInitializer needs point coordinates, got a {type(geom).__name__} geometry; "
+        "build the problem on a PointCloud."
+    )
+  return geom.x, geom.y
+
+
+def _safe_log(w: jax.Array) -> jax.Array:
+  return jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), 0.0)
+
+
+@jax.tree_util.register_pytree_node_class
+class SlicedInitializer(initializers.DefaultInitializer):
+  r"""Amortized Sinkhorn initializer :math:`\hat f=\Phi\alpha` from sliced potentials.
+
+  :math:`\Phi` (``[n, L]``) holds the exact 1-D OT potentials of the source on
+  the ``L`` fixed directions ``theta`` (:func:`ottsliced.sliced_potentials`);
+  ``alpha`` is shared by all atoms and pairs, so one model serves any ``n``.
+
+  Build it with :func:`ottsliced.fit_ra` or :func:`ottsliced.fit_oa`. It is a
+  pytree (children ``theta, alpha, beta``; the rest is static), so it can be a
+  ``jax.jit`` argument: a new ``alpha`` reuses the compiled function.
+
+  Args:
+    theta: directions ``[L, d]``.
+    alpha: source coefficients ``[L]``.
+    beta: optional target coefficients ``[L]`` (g-side model).
+    method: ``"ra"`` or ``"oa"``, how ``alpha`` was fitted.
+    epsilon: the entropic regularisation the model was fitted at.
+    centering: gauge of the features, see :func:`ottsliced.sliced_potentials`.
+    log_weight_offset: add :math:`\varepsilon\log a` to :math:`\Phi\alpha`
+      (OTT's convention for the reduced potential; RA-OT's parametrisation).
+    allow_epsilon_mismatch: accept problems at another epsilon.
+    summary: JSON-serialisable training summary (static, never retraces).
+  """
+
+  def __init__(
+      self,
+      theta: jax.Array,
+      alpha: jax.Array,
+      beta: Optional[jax.Array] = None,
+      *,
+      method: str = "ra",
+      epsilon: float = 1.0,
+      centering: sliced.Centering = "weighted",
+      log_weight_offset: bool = True,
+      allow_epsilon_mismatch: bool = False,
+      summary: Optional[Dict[str, Any]] = None,
+  ):
+    super().__init__()
+    if method not in _METHODS:
+      raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
+    sliced._check_centering(centering)  # noqa: SLF001
+    if _validation.is_concrete(theta, alpha):
+      if np.ndim(theta) != 2 or np.ndim(alpha) != 1 or np.shape(alpha)[0] != np.shape(theta)[0]:
+        raise ValueError(f"need theta [L, d] and alpha [L], got {np.shape(theta)} and {np.shape(alpha)}.")
+      if beta is not None and np.shape(beta) != np.shape(alpha):
+        raise ValueError(f"`beta` must have shape {np.shape(alpha)}, got {np.shape(beta)}.")
+      _validation.check_epsilon(epsilon)
+    self.theta, self.alpha, self.beta = theta, alpha, beta
+    self.method = method
+    self.epsilon = float(epsilon)
+    self.centering = centering
+    self.log_weight_offset = bool(log_weight_offset)
+    self.allow_epsilon_mismatch = bool(allow_epsilon_mismatch)
+    self.summary = summary if isinstance(summary, _Summary) else _Summary(summary or {})
+
+  # ---------------------------------------------------------------- properties
+  @property
+  def num_projections(self) -> int:
+    """Number of directions ``L``."""
+    return self.theta.shape[0]
+
+  @property
+  def dim(self) -> int:
+    """Dimension ``d`` of the points the model accepts."""
+    return self.theta.shape[1]
+
+  def replace(self, **kwargs: Any) -> "SlicedInitializer":
+    """A copy with some fields replaced (e.g. ``alpha=...``)."""
+    children, aux = self.tree_flatten()
+    fields = dict(zip(("theta", "alpha", "beta"), children), **aux)
+    fields.update(kwargs)
+    theta, alpha, beta = fields.pop("theta"), fields.pop("alpha"), fields.pop("beta")
+    return SlicedInitializer(theta, alpha, beta, **fields)
+
+  # ---------------------------------------------------------------- prediction
+  def _check_problem(self, x: jax.Array, y: jax.Array, epsilon: Any) -> None:
+    for name, z in (("x", x), ("y", y)):
+      if z.shape[-1] != self.dim:
+        raise ValueError(
+            f"the problem's {name} has dimension {z.shape[-1]} but the model was fitted with d={self.dim}; "
+            "use a model fitted on points of this dimension."
+        )
+    _validation.check_epsilon(epsilon, self.epsilon, self.allow_epsilon_mismatch)
+
+  def potentials_from_features(
+      self, phi: jax.Array, psi: jax.Array, a: jax.Array, b: jax.Array, epsilon: Any
+  ) -> Tuple[jax.Array, Optional[jax.Array]]:
+    r"""Model output from features, in OTT's convention (finite everywhere).
+
+    Args:
+      phi: source features ``[n, L]``.
+      psi: target features ``[m, L]``.
+      a: source weights ``[n]``.
+      b: target weights ``[m]``.
+      epsilon: the problem's epsilon.
+
+    Returns:
+      ``(f [n], g [m] or None)``: :math:`\hat f=\Phi\alpha(+\varepsilon\log a)`,
+      and :math:`\hat g=\Phi_g\beta+\varepsilon\log b` when the model has
+      ``beta``. If the prediction is non-finite on a positive-weight atom the
+      whole ``f`` falls back to zeros (plain Sinkhorn's start).
+    """
+    hi = jax.lax.Precision.HIGHEST
+    f = jnp.matmul(phi, self.alpha, precision=hi)
+    if self.log_weight_offset:
+      f = f + epsilon * _safe_log(a)
+    ok = jnp.all(jnp.isfinite(f) | (a <= 0))
+    f = jnp.where(ok & (a > 0), f, 0.0)
+    g = None
+    if self.beta is not None:
+      psi_c = psi - jnp.sum(b[:, None] * psi, axis=0) / jnp.sum(b)
+      g = jnp.matmul(psi_c, self.beta, precision=hi) + epsilon * _safe_log(b)
+      g = jnp.where(jnp.isfinite(g) & (b > 0), g, 0.0)
+    return f, g
+
+  def predict(
+      self, x: jax.Array, y: jax.Array, a: jax.Array, b: jax.Array, epsilon: Any
+  ) -> Tuple[jax.Array, Optional[jax.Array]]:
+    """:meth:`potentials_from_features` on raw points ``x [n, d]``, ``y [m, d]``."""
+    self._check_problem(x, y, epsilon)
+    px, py = sliced.sort_projections(x, self.theta), sliced.sort_projections(y, self.theta)
+    phi, psi = sliced.sliced_potentials_sorted(px, py, a, b, self.centering)
+    return self.potentials_from_features(phi, psi, a, b, epsilon)
+
+  def init_fu(  # noqa: D102
+      self, ot_prob: linear_problem.LinearProblem, lse_mode: bool, rng: Optional[jax.Array] = None
+  ) -> jax.Array:
+    del rng
+    x, y = _points(ot_prob.geom)
+    f, _ = self.predict(x, y, ot_prob.a, ot_prob.b, ot_prob.geom.epsilon)
+    return f if lse_mode else ot_prob.geom.scaling_from_potential(f)
+
+  def predict_potentials(self, prob: linear_problem.LinearProblem) -> Tuple[jax.Array, jax.Array]:
+    r"""Predicted potentials ``(f [n], g [m])`` in OTT's convention.
+
+    ``f`` is the model's :math:`\hat f` and ``g`` its entropic c-transform
+    :math:`\mathcal T_b\hat f` (or :math:`\hat g=\Phi_g\beta+\varepsilon\log b`
+    for a g-side model); both are ``-inf`` at zero weights, like Sinkhorn's.
+    """
+    x, y = _points(prob.geom)
+    f, g = self.predict(x, y, prob.a, prob.b, prob.geom.epsilon)
+    f = jnp.where(prob.a > 0, f, -jnp.inf)
+    if g is None:
+      g = prob.geom.update_potential(f, jnp.zeros_like(prob.b), jnp.log(prob.b), axis=0)
+    return f, jnp.where(prob.b > 0, g, -jnp.inf)
+
+  # ---------------------------------------------------------------- pytree
+  def tree_flatten(self):  # noqa: D102
+    aux = {
+        "method": self.method,
+        "epsilon": self.epsilon,
+        "centering": self.centering,
+        "log_weight_offset": self.log_weight_offset,
+        "allow_epsilon_mismatch": self.allow_epsilon_mismatch,
+        "summary": self.summary,
+    }
+    return (self.theta, self.alpha, self.beta), aux
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):  # noqa: D102
+    return cls(*children, **aux)
+
+  def __repr__(self) -> str:
+    return (
+        f"SlicedInitializer(method={self.method!r}, L={self.num_projections}, d={self.dim}, "
+        f"epsilon={self.epsilon:g}, g_side={self.beta is not None})"
+    )
+
+  # ---------------------------------------------------------------- storage
+  def _arrays(self) -> Dict[str, np.ndarray]:
+    arrays = {"theta": np.asarray(self.theta), "alpha": np.asarray(self.alpha)}
+    if self.beta is not None:
+      arrays["beta"] = np.asarray(self.beta)
+    return arrays
+
+  @staticmethod
+  def _checksum(arrays: Dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+      arr = np.ascontiguousarray(arrays[name])
+      h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
+      h.update(arr.tobytes())
+    return h.hexdigest()
+
+  def save(self, path: str) -> None:
+    """Save to a portable ``.npz`` (arrays + JSON metadata), atomically.
+
+    The metadata holds the format version, ``L``, ``d``, epsilon, method,
+    centering, the training summary and a SHA-256 checksum of the arrays.
+    """
+    arrays = self._arrays()
+    meta = {
+        "format": "ottsliced.SlicedInitializer",
+        "format_version": FORMAT_VERSION,
+        "num_projections": self.num_projections,
+        "dim": self.dim,
+        "epsilon": self.epsilon,
+        "method": self.method,
+        "centering": self.centering,
+        "log_weight_offset": self.log_weight_offset,
+        "g_side": self.beta is not None,
+        "summary": dict(self.summary),
+        "checksum": self._checksum(arrays),
+    }
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+      with os.fdopen(fd, "wb") as fh:
+        np.savez(fh, metadata=np.array(json.dumps(meta)), **arrays)
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+
+  @classmethod
+  def load(cls, path: str, **overrides: Any) -> "SlicedInitializer":
+    """Load a model written by :meth:`save`; ``overrides`` replace static fields.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: not an ottsliced model, a newer format version, a
+        truncated or corrupted file (checksum mismatch), inconsistent shapes.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"no saved model at {path!r}.")
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        contents = {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+      raise ValueError(f"{path!r} is not a readable ottsliced model file (truncated or corrupted?): {err}") from err
+    if "metadata" not in contents:
+      raise ValueError(f"{path!r} has no ottsliced metadata; it was not written by SlicedInitializer.save.")
+    try:
+      meta = json.loads(str(contents.pop("metadata")))
+    except json.JSONDecodeError as err:
+      raise ValueError(f"{path!r} has corrupted metadata: {err}") from err
+    if meta.get("format") != "ottsliced.SlicedInitializer":
+      raise ValueError(f"{path!r} is not an ottsliced model (format={meta.get('format')!r}).")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+      raise ValueError(
+          f"{path!r} has format version {version!r}, newer than this ottsliced reads ({FORMAT_VERSION}); "
+          "upgrade ottsliced."
+      )
+    if cls._checksum(contents) != meta.get("checksum"):
+      raise ValueError(f"{path!r} failed its checksum: the arrays are corrupted.")
+    theta, alpha = contents["theta"], contents["alpha"]
+    if theta.shape != (meta["num_projections"], meta["dim"]):
+      raise ValueError(f"{path!r}: theta has shape {theta.shape}, metadata says L={meta['num_projections']}, d={meta['dim']}.")
+    fields = {
+        "method": meta["method"],
+        "epsilon": meta["epsilon"],
+        "centering": meta["centering"],
+        "log_weight_offset": meta["log_weight_offset"],
+        "summary": meta.get("summary", {}),
+    }
+    fields.update(overrides)
+    beta = contents.get("beta")
+    beta = None if beta is None else jnp.asarray(beta)
+    return cls(jnp.asarray(theta), jnp.asarray(alpha), beta, **fields)
