@@ -10,19 +10,20 @@ from ottsliced.objective import fit_oa, semi_dual  # noqa: E402
 from ottsliced.problems import ProblemBatch  # noqa: E402
 from ottsliced.regression import fit_ra  # noqa: E402
 from ottsliced.sliced import sliced_potentials  # noqa: E402
-from ottsliced.solve import amortized_solve, amortized_solve_batch, solve_batch  # noqa: E402
+from ottsliced.solve import amortized_solve, amortized_solve_batch, num_iterations, solve_batch  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ProblemBatch",
-    "SlicedInitializer",
-    "amortized_solve",
-    "amortized_solve_batch",
-    "directions",
-    "fit_oa",
-    "fit_ra",
-    "semi_dual",
-    "sliced_potentials",
-    "solve_batch",
+  "ProblemBatch",
+  "SlicedInitializer",
+  "amortized_solve",
+  "amortized_solve_batch",
+  "directions",
+  "fit_oa",
+  "fit_ra",
+  "num_iterations",
+  "semi_dual",
+  "sliced_potentials",
+  "solve_batch",
 ]

@@ -12,10 +12,10 @@ import jax
 import numpy as np
 
 __all__ = [
-    "check_epsilon",
-    "check_points",
-    "check_weights",
-    "is_concrete",
+  "check_epsilon",
+  "check_points",
+  "check_weights",
+  "is_concrete",
 ]
 
 
@@ -57,8 +57,8 @@ def check_weights(name: str, w: Any, shape: Tuple[int, ...]) -> None:
   total = wv.sum(axis=-1)
   if np.any(total <= 0):
     raise ValueError(
-        f"`{name}` has zero total mass{' in some pairs' if wv.ndim > 1 else ''}; "
-        "every measure needs at least one positive weight."
+      f"`{name}` has zero total mass{' in some pairs' if wv.ndim > 1 else ''}; "
+      "every measure needs at least one positive weight."
     )
 
 
@@ -73,6 +73,6 @@ def check_epsilon(epsilon: Any, fitted: Optional[float] = None, allow_mismatch: 
     raise ValueError(f"`epsilon` must be a positive finite float, got {eps}.")
   if fitted is not None and not allow_mismatch and not np.isclose(eps, fitted, rtol=1e-6, atol=0.0):
     raise ValueError(
-        f"the problem's epsilon={eps:g} differs from the epsilon={fitted:g} the model was fitted at; "
-        "refit at this epsilon or pass `allow_epsilon_mismatch=True`."
+      f"the problem's epsilon={eps:g} differs from the epsilon={fitted:g} the model was fitted at; "
+      "refit at this epsilon or pass `allow_epsilon_mismatch=True`."
     )

@@ -50,7 +50,7 @@ def load_digits(size: Optional[int] = None) -> np.ndarray:
 
 
 def digit_pairs(
-    num_pairs: int, *, size: Optional[int] = None, epsilon: float = 1e-2, seed: int = 0, offset: int = 0
+  num_pairs: int, *, size: Optional[int] = None, epsilon: float = 1e-2, seed: int = 0, offset: int = 0
 ) -> ProblemBatch:
   """Random pairs of distinct digit images on a shared pixel grid.
 
@@ -74,5 +74,3 @@ def digit_pairs(
   i, j = i[offset:], j[offset:]
   pts = grid_points(side)
   return ProblemBatch(pts, pts, weights[i], weights[j], epsilon)
-
-

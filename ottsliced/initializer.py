@@ -35,8 +35,8 @@ class _Summary(dict):
 def _points(geom: Any) -> Tuple[jax.Array, jax.Array]:
   if not isinstance(geom, pointcloud.PointCloud):
     raise ValueError(
-        f"SlicedInitializer needs point coordinates, got a {type(geom).__name__} geometry; "
-        "build the problem on a PointCloud."
+      f"SlicedInitializer needs point coordinates, got a {type(geom).__name__} geometry; "
+      "build the problem on a PointCloud."
     )
   return geom.x, geom.y
 
@@ -71,17 +71,17 @@ class SlicedInitializer(initializers.DefaultInitializer):
   """
 
   def __init__(
-      self,
-      theta: jax.Array,
-      alpha: jax.Array,
-      beta: Optional[jax.Array] = None,
-      *,
-      method: str = "ra",
-      epsilon: float = 1.0,
-      centering: sliced.Centering = "weighted",
-      log_weight_offset: bool = True,
-      allow_epsilon_mismatch: bool = False,
-      summary: Optional[Dict[str, Any]] = None,
+    self,
+    theta: jax.Array,
+    alpha: jax.Array,
+    beta: Optional[jax.Array] = None,
+    *,
+    method: str = "ra",
+    epsilon: float = 1.0,
+    centering: sliced.Centering = "weighted",
+    log_weight_offset: bool = True,
+    allow_epsilon_mismatch: bool = False,
+    summary: Optional[Dict[str, Any]] = None,
   ):
     super().__init__()
     if method not in _METHODS:
@@ -125,13 +125,13 @@ class SlicedInitializer(initializers.DefaultInitializer):
     for name, z in (("x", x), ("y", y)):
       if z.shape[-1] != self.dim:
         raise ValueError(
-            f"the problem's {name} has dimension {z.shape[-1]} but the model was fitted with d={self.dim}; "
-            "use a model fitted on points of this dimension."
+          f"the problem's {name} has dimension {z.shape[-1]} but the model was fitted with d={self.dim}; "
+          "use a model fitted on points of this dimension."
         )
     _validation.check_epsilon(epsilon, self.epsilon, self.allow_epsilon_mismatch)
 
   def potentials_from_features(
-      self, phi: jax.Array, psi: jax.Array, a: jax.Array, b: jax.Array, epsilon: Any
+    self, phi: jax.Array, psi: jax.Array, a: jax.Array, b: jax.Array, epsilon: Any
   ) -> Tuple[jax.Array, Optional[jax.Array]]:
     r"""Model output from features, in OTT's convention (finite everywhere).
 
@@ -162,7 +162,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
     return f, g
 
   def predict(
-      self, x: jax.Array, y: jax.Array, a: jax.Array, b: jax.Array, epsilon: Any
+    self, x: jax.Array, y: jax.Array, a: jax.Array, b: jax.Array, epsilon: Any
   ) -> Tuple[jax.Array, Optional[jax.Array]]:
     """:meth:`potentials_from_features` on raw points ``x [n, d]``, ``y [m, d]``."""
     self._check_problem(x, y, epsilon)
@@ -171,7 +171,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
     return self.potentials_from_features(phi, psi, a, b, epsilon)
 
   def init_fu(  # noqa: D102
-      self, ot_prob: linear_problem.LinearProblem, lse_mode: bool, rng: Optional[jax.Array] = None
+    self, ot_prob: linear_problem.LinearProblem, lse_mode: bool, rng: Optional[jax.Array] = None
   ) -> jax.Array:
     del rng
     x, y = _points(ot_prob.geom)
@@ -195,12 +195,12 @@ class SlicedInitializer(initializers.DefaultInitializer):
   # ---------------------------------------------------------------- pytree
   def tree_flatten(self):  # noqa: D102
     aux = {
-        "method": self.method,
-        "epsilon": self.epsilon,
-        "centering": self.centering,
-        "log_weight_offset": self.log_weight_offset,
-        "allow_epsilon_mismatch": self.allow_epsilon_mismatch,
-        "summary": self.summary,
+      "method": self.method,
+      "epsilon": self.epsilon,
+      "centering": self.centering,
+      "log_weight_offset": self.log_weight_offset,
+      "allow_epsilon_mismatch": self.allow_epsilon_mismatch,
+      "summary": self.summary,
     }
     return (self.theta, self.alpha, self.beta), aux
 
@@ -210,8 +210,8 @@ class SlicedInitializer(initializers.DefaultInitializer):
 
   def __repr__(self) -> str:
     return (
-        f"SlicedInitializer(method={self.method!r}, L={self.num_projections}, d={self.dim}, "
-        f"epsilon={self.epsilon:g}, g_side={self.beta is not None})"
+      f"SlicedInitializer(method={self.method!r}, L={self.num_projections}, d={self.dim}, "
+      f"epsilon={self.epsilon:g}, g_side={self.beta is not None})"
     )
 
   # ---------------------------------------------------------------- storage
@@ -238,17 +238,17 @@ class SlicedInitializer(initializers.DefaultInitializer):
     """
     arrays = self._arrays()
     meta = {
-        "format": "ottsliced.SlicedInitializer",
-        "format_version": FORMAT_VERSION,
-        "num_projections": self.num_projections,
-        "dim": self.dim,
-        "epsilon": self.epsilon,
-        "method": self.method,
-        "centering": self.centering,
-        "log_weight_offset": self.log_weight_offset,
-        "g_side": self.beta is not None,
-        "summary": dict(self.summary),
-        "checksum": self._checksum(arrays),
+      "format": "ottsliced.SlicedInitializer",
+      "format_version": FORMAT_VERSION,
+      "num_projections": self.num_projections,
+      "dim": self.dim,
+      "epsilon": self.epsilon,
+      "method": self.method,
+      "centering": self.centering,
+      "log_weight_offset": self.log_weight_offset,
+      "g_side": self.beta is not None,
+      "summary": dict(self.summary),
+      "checksum": self._checksum(arrays),
     }
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -289,20 +289,22 @@ class SlicedInitializer(initializers.DefaultInitializer):
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
       raise ValueError(
-          f"{path!r} has format version {version!r}, newer than this ottsliced reads ({FORMAT_VERSION}); "
-          "upgrade ottsliced."
+        f"{path!r} has format version {version!r}, newer than this ottsliced reads ({FORMAT_VERSION}); "
+        "upgrade ottsliced."
       )
     if cls._checksum(contents) != meta.get("checksum"):
       raise ValueError(f"{path!r} failed its checksum: the arrays are corrupted.")
     theta, alpha = contents["theta"], contents["alpha"]
     if theta.shape != (meta["num_projections"], meta["dim"]):
-      raise ValueError(f"{path!r}: theta has shape {theta.shape}, metadata says L={meta['num_projections']}, d={meta['dim']}.")
+      raise ValueError(
+        f"{path!r}: theta has shape {theta.shape}, metadata says L={meta['num_projections']}, d={meta['dim']}."
+      )
     fields = {
-        "method": meta["method"],
-        "epsilon": meta["epsilon"],
-        "centering": meta["centering"],
-        "log_weight_offset": meta["log_weight_offset"],
-        "summary": meta.get("summary", {}),
+      "method": meta["method"],
+      "epsilon": meta["epsilon"],
+      "centering": meta["centering"],
+      "log_weight_offset": meta["log_weight_offset"],
+      "summary": meta.get("summary", {}),
     }
     fields.update(overrides)
     beta = contents.get("beta")

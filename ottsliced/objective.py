@@ -69,7 +69,7 @@ def _pool_loss(alpha, idx, feats, batch, log_weight_offset):
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "num_steps", "batch_size", "log_weight_offset"))
-def _train_chunk(alpha, opt_state, key, feats, batch, optimizer, num_steps, batch_size, log_weight_offset):
+def _train_chunk(alpha, opt_state, key, first_step, feats, batch, optimizer, num_steps, batch_size, log_weight_offset):
   num_pairs = feats.shape[0]
   grad_fn = jax.value_and_grad(_pool_loss)
 
@@ -80,7 +80,8 @@ def _train_chunk(alpha, opt_state, key, feats, batch, optimizer, num_steps, batc
     updates, opt_state = optimizer.update(grad, opt_state, alpha)
     return (optax.apply_updates(alpha, updates), opt_state), loss
 
-  keys = jax.random.split(key, num_steps)
+  # One key per global step: results do not depend on the chunking.
+  keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(first_step + jnp.arange(num_steps))
   (alpha, opt_state), losses = jax.lax.scan(step, (alpha, opt_state), keys)
   return alpha, opt_state, losses
 
@@ -92,20 +93,20 @@ def _pool_features(batch, theta, centering):
 
 
 def fit_oa(
-    problems: Any,
-    *,
-    num_projections: int = 100,
-    steps: int = 5000,
-    learning_rate: float = 1e-3,
-    batch_size: int = 1,
-    rng: Optional[jax.Array] = None,
-    theta: Optional[jax.Array] = None,
-    centering: sliced.Centering = "weighted",
-    log_weight_offset: bool = True,
-    optimizer: Optional[optax.GradientTransformation] = None,
-    init_alpha: Optional[jax.Array] = None,
-    chunk_steps: int = 250,
-    progress: bool = True,
+  problems: Any,
+  *,
+  num_projections: int = 100,
+  steps: int = 5000,
+  learning_rate: float = 1e-3,
+  batch_size: int = 1,
+  rng: Optional[jax.Array] = None,
+  theta: Optional[jax.Array] = None,
+  centering: sliced.Centering = "weighted",
+  log_weight_offset: bool = True,
+  optimizer: Optional[optax.GradientTransformation] = None,
+  init_alpha: Optional[jax.Array] = None,
+  chunk_steps: int = 250,
+  progress: bool = True,
 ) -> SlicedInitializer:
   r"""Fit OA-OT: maximise the pair-averaged entropic semi-dual over ``alpha``.
 
@@ -160,9 +161,8 @@ def fit_oa(
   done = 0
   while done < steps:
     num = min(chunk_steps, steps - done)
-    key = jax.random.fold_in(rng_steps, done)
     alpha, opt_state, chunk_losses = _train_chunk(
-        alpha, opt_state, key, feats, batch, optimizer, num, batch_size, log_weight_offset
+      alpha, opt_state, rng_steps, done, feats, batch, optimizer, num, batch_size, log_weight_offset
     )
     chunk_losses = np.asarray(chunk_losses)
     losses.append(chunk_losses)
@@ -176,17 +176,21 @@ def fit_oa(
   if not np.all(np.isfinite(np.asarray(alpha))):
     raise FloatingPointError("fit_oa produced a non-finite alpha; lower `learning_rate`.")
   summary = {
-      "num_pairs": int(batch.num_pairs),
-      "steps": int(steps),
-      "learning_rate": float(learning_rate),
-      "batch_size": int(batch_size),
-      "final_loss": float(losses[-min(len(losses), 100):].mean()),
-      "fit_seconds": time.perf_counter() - t0,
-      "loss": losses.tolist(),
+    "num_pairs": int(batch.num_pairs),
+    "steps": int(steps),
+    "learning_rate": float(learning_rate),
+    "batch_size": int(batch_size),
+    "final_loss": float(losses[-min(len(losses), 100) :].mean()),
+    "fit_seconds": time.perf_counter() - t0,
+    "loss": losses.tolist(),
   }
   return SlicedInitializer(
-      theta, alpha, None, method="oa", epsilon=batch.epsilon, centering=centering,
-      log_weight_offset=log_weight_offset, summary=summary,
+    theta,
+    alpha,
+    None,
+    method="oa",
+    epsilon=batch.epsilon,
+    centering=centering,
+    log_weight_offset=log_weight_offset,
+    summary=summary,
   )
-
-

@@ -22,7 +22,7 @@ def _canonical_cost(cost_fn: Optional[costs.CostFn]) -> Optional[costs.CostFn]:
 
 
 def make_geometry(
-    x: jax.Array, y: jax.Array, epsilon: Any, cost_fn: Optional[costs.CostFn] = None
+  x: jax.Array, y: jax.Array, epsilon: Any, cost_fn: Optional[costs.CostFn] = None
 ) -> pointcloud.PointCloud:
   """``PointCloud(x, y)`` with an explicit epsilon and our default cost."""
   return pointcloud.PointCloud(x, y, cost_fn=cost_fn, epsilon=epsilon)
@@ -46,22 +46,20 @@ class ProblemBatch:
   """
 
   def __init__(
-      self,
-      x: jax.Array,
-      y: jax.Array,
-      a: jax.Array,
-      b: jax.Array,
-      epsilon: float,
-      cost_fn: Optional[costs.CostFn] = None,
+    self,
+    x: jax.Array,
+    y: jax.Array,
+    a: jax.Array,
+    b: jax.Array,
+    epsilon: float,
+    cost_fn: Optional[costs.CostFn] = None,
   ):
     xs = _validation.check_points("x", x, ranks=(2, 3))
     ys = _validation.check_points("y", y, ranks=(2, 3))
     if xs[-1] != ys[-1]:
       raise ValueError(f"dimension mismatch: x has d={xs[-1]} but y has d={ys[-1]}.")
     if np.ndim(a) != 2 or np.ndim(b) != 2:
-      raise ValueError(
-          f"`a` and `b` must be [B, n] and [B, m] arrays, got shapes {np.shape(a)} and {np.shape(b)}."
-      )
+      raise ValueError(f"`a` and `b` must be [B, n] and [B, m] arrays, got shapes {np.shape(a)} and {np.shape(b)}.")
     num = np.shape(a)[0]
     _validation.check_weights("a", a, (num, xs[-2]))
     _validation.check_weights("b", b, (num, ys[-2]))
@@ -113,12 +111,12 @@ class ProblemBatch:
     """The sub-batch of pairs ``idx``."""
     idx = np.arange(self.num_pairs)[idx]
     return ProblemBatch(
-        self.x if self.shared_x else self.x[idx],
-        self.y if self.shared_y else self.y[idx],
-        self.a[idx],
-        self.b[idx],
-        self.epsilon,
-        self.cost_fn,
+      self.x if self.shared_x else self.x[idx],
+      self.y if self.shared_y else self.y[idx],
+      self.a[idx],
+      self.b[idx],
+      self.epsilon,
+      self.cost_fn,
     )
 
   @classmethod
@@ -138,15 +136,15 @@ class ProblemBatch:
       geom = prob.geom
       if not isinstance(geom, pointcloud.PointCloud):
         raise ValueError(
-            f"problems[{k}] has a {type(geom).__name__} geometry; sliced features need point "
-            "coordinates, so use a PointCloud."
+          f"problems[{k}] has a {type(geom).__name__} geometry; sliced features need point "
+          "coordinates, so use a PointCloud."
         )
       if not prob.is_balanced:
         raise ValueError(f"problems[{k}] is unbalanced (tau_a/tau_b < 1); only balanced OT is supported.")
       if geom._epsilon_init is None:  # noqa: SLF001
         raise ValueError(
-            f"problems[{k}] has no explicit epsilon; build its PointCloud with epsilon=... "
-            "(OTT's default depends on the cost statistics, padding included)."
+          f"problems[{k}] has no explicit epsilon; build its PointCloud with epsilon=... "
+          "(OTT's default depends on the cost statistics, padding included)."
         )
       xs.append(np.asarray(geom.x))
       ys.append(np.asarray(geom.y))
@@ -170,12 +168,12 @@ class ProblemBatch:
       return np.concatenate([w, np.zeros(size - w.shape[0], w.dtype)])
 
     return cls(
-        np.stack([pad(x, n) for x in xs]),
-        np.stack([pad(y, m) for y in ys]),
-        np.stack([padw(a, n) for a in as_]),
-        np.stack([padw(b, m) for b in bs]),
-        epss[0],
-        costs_[0],
+      np.stack([pad(x, n) for x in xs]),
+      np.stack([pad(y, m) for y in ys]),
+      np.stack([padw(a, n) for a in as_]),
+      np.stack([padw(b, m) for b in bs]),
+      epss[0],
+      costs_[0],
     )
 
   def tree_flatten(self):  # noqa: D102
@@ -191,8 +189,8 @@ class ProblemBatch:
   def __repr__(self) -> str:
     n, m = self.shape
     return (
-        f"ProblemBatch(num_pairs={self.num_pairs}, n={n}, m={m}, d={self.dim}, epsilon={self.epsilon:g}, "
-        f"shared_x={self.shared_x}, shared_y={self.shared_y})"
+      f"ProblemBatch(num_pairs={self.num_pairs}, n={n}, m={m}, d={self.dim}, epsilon={self.epsilon:g}, "
+      f"shared_x={self.shared_x}, shared_y={self.shared_y})"
     )
 
 
@@ -204,6 +202,4 @@ def as_problem_batch(problems: Any) -> ProblemBatch:
     return ProblemBatch.from_problems([problems])
   if isinstance(problems, (list, tuple)):
     return ProblemBatch.from_problems(problems)
-  raise ValueError(
-      f"`problems` must be a ProblemBatch or a list of OTT LinearProblems, got {type(problems).__name__}."
-  )
+  raise ValueError(f"`problems` must be a ProblemBatch or a list of OTT LinearProblems, got {type(problems).__name__}.")

@@ -13,9 +13,17 @@ from ottsliced import _validation, sliced
 from ottsliced.directions import directions
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch, as_problem_batch, make_geometry
-from ottsliced.solve import solve_batch
+from ottsliced.solve import num_iterations, solve_batch
 
-__all__ = ["GroundTruth", "fit_ra", "ground_truth", "normal_equations"]
+__all__ = [
+  "GroundTruth",
+  "NormalEquations",
+  "fit_ra",
+  "ground_truth",
+  "normal_equations",
+  "regression_targets",
+  "ridge_solve",
+]
 
 
 class GroundTruth(NamedTuple):
@@ -37,12 +45,12 @@ class GroundTruth(NamedTuple):
 
 
 def ground_truth(
-    batch: ProblemBatch,
-    *,
-    threshold: float = 1e-5,
-    max_iterations: int = 20_000,
-    chunk_size: int = 64,
-    progress: bool = False,
+  batch: ProblemBatch,
+  *,
+  threshold: float = 1e-5,
+  max_iterations: int = 20_000,
+  chunk_size: int = 64,
+  progress: bool = False,
 ) -> GroundTruth:
   """Sinkhorn from zeros to ``threshold`` on every pair, ``chunk_size`` pairs at a time."""
   fs, gs, conv, errs, iters = [], [], [], [], []
@@ -59,7 +67,7 @@ def ground_truth(
     gs.append(out.g)
     conv.append(out.converged)
     errs.append(last)
-    iters.append(out.n_iters)
+    iters.append(num_iterations(out))
   cat = lambda xs: jnp.concatenate(xs, axis=0)  # noqa: E731
   return GroundTruth(cat(fs), cat(gs), cat(conv), cat(errs), cat(iters))
 
@@ -91,76 +99,90 @@ class NormalEquations(NamedTuple):
   rows: int
 
 
-@functools.partial(jax.jit, static_argnames=("centering", "side", "include_zero_weight_rows"))
-def _chunk_normal_equations(batch, theta, potential, centering, side, include_zero_weight_rows):
-  phi, psi = sliced.batched_sliced_potentials(batch.x, batch.y, batch.a, batch.b, theta, centering)
+@functools.partial(jax.jit, static_argnames=("centering", "side"))
+def regression_targets(batch: ProblemBatch, potential: jax.Array, centering: str = "weighted", side: str = "f"):
+  r"""RA-OT targets from converged potentials, centred like the features.
+
+  ``side="f"``: from the converged ``g [B, m]``, the reduced source potential
+  :math:`f^\star-\varepsilon\log a=-\varepsilon\mathrm{LSE}_j((g^\star_j-C_{ij})/\varepsilon)`,
+  finite on every atom. ``side="g"``: from ``f [B, n]`` (``-inf`` at zero
+  weights), the reduced target potential. Returns ``[B, n]`` or ``[B, m]``.
+  """
   ax = None if batch.shared_x else 0
   ay = None if batch.shared_y else 0
-  if side == "f":
-    reduce_fn, feats, w = _reduced_f, phi, batch.a
-  else:
-    reduce_fn, w = _reduced_g, batch.b
-    # g-side features are centred on their own weights.
-    feats = psi - jnp.sum(batch.b[..., None] * psi, axis=1, keepdims=True) / jnp.sum(batch.b, axis=1)[:, None, None]
+  reduce_fn, w = (_reduced_f, batch.a) if side == "f" else (_reduced_g, batch.b)
   fn = lambda x, y, a, b, p: reduce_fn(x, y, a, b, p, batch.epsilon, batch.cost_fn)  # noqa: E731
   target = jax.vmap(fn, in_axes=(ax, ay, 0, 0, 0))(batch.x, batch.y, batch.a, batch.b, potential)
-  center_w = w if centering != "mean" else jnp.ones_like(w)
-  target = jax.vmap(lambda v, ww: _center(v, ww, centering if side == "f" else "weighted"))(target, center_w)
+  how = "weighted" if side == "g" else centering
+  return jax.vmap(lambda v, ww: _center(v, ww, how))(target, w)
+
+
+def _side_features(batch, theta, centering, side):
+  phi, psi = sliced.batched_sliced_potentials(batch.x, batch.y, batch.a, batch.b, theta, centering)
+  if side == "f":
+    return phi, batch.a
+  # g-side features are centred on their own weights, like their targets.
+  b = batch.b
+  return psi - jnp.sum(b[..., None] * psi, axis=1, keepdims=True) / jnp.sum(b, axis=1)[:, None, None], b
+
+
+@functools.partial(jax.jit, static_argnames=("centering", "side", "include_zero_weight_rows"))
+def _chunk_normal_equations(batch, theta, targets, centering, side, include_zero_weight_rows):
+  feats, w = _side_features(batch, theta, centering, side)
   rows = jnp.ones_like(w) if include_zero_weight_rows else (w > 0).astype(w.dtype)
   hi = jax.lax.Precision.HIGHEST
   gram = jnp.einsum("bnl,bn,bnk->lk", feats, rows, feats, precision=hi)
-  rhs = jnp.einsum("bnl,bn,bn->l", feats, rows, target, precision=hi)
+  rhs = jnp.einsum("bnl,bn,bn->l", feats, rows, targets, precision=hi)
   return gram, rhs, jnp.sum(rows)
 
 
 def normal_equations(
-    batch: ProblemBatch,
-    theta: jax.Array,
-    potential: jax.Array,
-    *,
-    centering: str = "weighted",
-    side: str = "f",
-    include_zero_weight_rows: bool = False,
-    chunk_size: int = 64,
+  batch: ProblemBatch,
+  theta: jax.Array,
+  targets: jax.Array,
+  *,
+  centering: str = "weighted",
+  side: str = "f",
+  include_zero_weight_rows: bool = False,
+  chunk_size: int = 64,
 ) -> NormalEquations:
-  """Accumulate ``Phi^T Phi`` and ``Phi^T y`` over pairs in float64 on the host.
+  """Accumulate ``Phi^T Phi`` and ``Phi^T y`` over pairs, in float64 on the host.
 
-  Memory is that of one chunk of pairs, whatever the number of pairs.
-  ``potential`` is the converged ``g [B, m]`` for ``side="f"`` (targets are
-  the reduced ``f``), or ``f [B, n]`` for ``side="g"``.
+  Features are computed chunk by chunk, so memory is that of one chunk of
+  pairs whatever the number of pairs. ``targets`` is ``[B, n]`` (``side="f"``)
+  or ``[B, m]`` (``side="g"``), e.g. from :func:`regression_targets`.
   """
   L = theta.shape[0]
   gram, rhs, rows = np.zeros((L, L)), np.zeros(L), 0.0
   for start in range(0, batch.num_pairs, chunk_size):
     sl = slice(start, start + chunk_size)
-    gc, rc, nc = _chunk_normal_equations(
-        batch.take(sl), theta, potential[sl], centering, side, include_zero_weight_rows
-    )
+    gc, rc, nc = _chunk_normal_equations(batch.take(sl), theta, targets[sl], centering, side, include_zero_weight_rows)
     gram += np.asarray(gc, dtype=np.float64)
     rhs += np.asarray(rc, dtype=np.float64)
     rows += float(nc)
   return NormalEquations(gram, rhs, int(rows))
 
 
-def _ridge_solve(eq: NormalEquations, ridge: float) -> np.ndarray:
+def ridge_solve(eq: NormalEquations, ridge: float) -> np.ndarray:
+  """``(G + ridge I)^{-1} r`` in float64."""
   L = eq.gram.shape[0]
   return np.linalg.solve(eq.gram + ridge * np.eye(L), eq.rhs)
 
 
 def fit_ra(
-    problems: Any,
-    *,
-    num_projections: int = 100,
-    ridge: float = 1e-3,
-    rng: Optional[jax.Array] = None,
-    theta: Optional[jax.Array] = None,
-    centering: sliced.Centering = "weighted",
-    g_side: bool = False,
-    include_zero_weight_rows: bool = False,
-    threshold: float = 1e-5,
-    max_iterations: int = 20_000,
-    chunk_size: int = 64,
-    progress: bool = True,
+  problems: Any,
+  *,
+  num_projections: int = 100,
+  ridge: float = 1e-3,
+  rng: Optional[jax.Array] = None,
+  theta: Optional[jax.Array] = None,
+  centering: sliced.Centering = "weighted",
+  g_side: bool = False,
+  include_zero_weight_rows: bool = False,
+  threshold: float = 1e-5,
+  max_iterations: int = 20_000,
+  chunk_size: int = 64,
+  progress: bool = True,
 ) -> SlicedInitializer:
   r"""Fit RA-OT: ridge regression of Sinkhorn potentials on sliced potentials.
 
@@ -202,44 +224,61 @@ def fit_ra(
   bad = int((~ok).sum())
   if bad == batch.num_pairs:
     raise ValueError(
-        f"Sinkhorn converged on none of the {bad} training pairs (threshold={threshold:g}, "
-        f"max_iterations={max_iterations}); raise max_iterations or threshold."
+      f"Sinkhorn converged on none of the {bad} training pairs (threshold={threshold:g}, "
+      f"max_iterations={max_iterations}); raise max_iterations or threshold."
     )
   if bad:
     warnings.warn(
-        f"fit_ra: Sinkhorn did not converge on {bad} of {batch.num_pairs} training pairs "
-        f"(threshold={threshold:g}); they are left out of the fit.",
-        stacklevel=2,
+      f"fit_ra: Sinkhorn did not converge on {bad} of {batch.num_pairs} training pairs "
+      f"(threshold={threshold:g}); they are left out of the fit.",
+      stacklevel=2,
     )
   keep = np.flatnonzero(ok)
   train = batch.take(keep)
   t_gt = time.perf_counter() - t0
+  targets = regression_targets(train, gt.g[keep], centering, "f")
   eq_f = normal_equations(
-      train, theta, gt.g[keep], centering=centering, side="f",
-      include_zero_weight_rows=include_zero_weight_rows, chunk_size=chunk_size,
+    train,
+    theta,
+    targets,
+    centering=centering,
+    side="f",
+    include_zero_weight_rows=include_zero_weight_rows,
+    chunk_size=chunk_size,
   )
-  alpha = _ridge_solve(eq_f, ridge)
+  alpha = ridge_solve(eq_f, ridge)
   beta = None
   if g_side:
     f_star = jnp.where(train.a > 0, gt.f[keep], -jnp.inf)
     eq_g = normal_equations(
-        train, theta, f_star, centering=centering, side="g",
-        include_zero_weight_rows=include_zero_weight_rows, chunk_size=chunk_size,
+      train,
+      theta,
+      regression_targets(train, f_star, centering, "g"),
+      centering=centering,
+      side="g",
+      include_zero_weight_rows=include_zero_weight_rows,
+      chunk_size=chunk_size,
     )
-    beta = jnp.asarray(_ridge_solve(eq_g, ridge), dtype=theta.dtype)
+    beta = jnp.asarray(ridge_solve(eq_g, ridge), dtype=theta.dtype)
   summary = {
-      "num_pairs": int(batch.num_pairs),
-      "non_converged": bad,
-      "ground_truth_threshold": float(threshold),
-      "ground_truth_mean_iterations": float(np.mean(np.asarray(gt.n_iters)[keep])),
-      "ridge": float(ridge),
-      "rows": eq_f.rows,
-      "ground_truth_seconds": t_gt,
-      "fit_seconds": time.perf_counter() - t0,
+    "num_pairs": int(batch.num_pairs),
+    "non_converged": bad,
+    "ground_truth_threshold": float(threshold),
+    "ground_truth_mean_iterations": float(np.mean(np.asarray(gt.n_iters)[keep])),
+    "ridge": float(ridge),
+    "rows": eq_f.rows,
+    "ground_truth_seconds": t_gt,
+    "fit_seconds": time.perf_counter() - t0,
   }
   return SlicedInitializer(
-      theta, jnp.asarray(alpha, dtype=theta.dtype), beta, method="ra", epsilon=batch.epsilon,
-      centering=centering, log_weight_offset=True, summary=summary,
+    theta,
+    jnp.asarray(alpha, dtype=theta.dtype),
+    beta,
+    method="ra",
+    epsilon=batch.epsilon,
+    centering=centering,
+    log_weight_offset=True,
+    summary=summary,
   )
 
 
@@ -251,5 +290,3 @@ def _directions_for(batch: ProblemBatch, theta: Optional[jax.Array], num: int, r
     return jnp.asarray(theta)
   rng = jax.random.key(0) if rng is None else rng
   return directions(rng, batch.dim, num, dtype=batch.x.dtype)
-
-

@@ -26,9 +26,10 @@ Atoms of zero weight get 1-D c-transform values: a zero-weight source
 :math:`\varphi_i=\min_{j:b_j>0}c(s_i,t_j)-\psi_j`, whose minimiser is one of
 the two positive-weight targets around the atom's CDF level (method.md §3.4),
 and a zero-weight target :math:`\psi_j=\min_i c(s_i,t_j)-\varphi_i` over all
-sources, whose minimiser is one of two sources found by one ``searchsorted``;
-so the pair is feasible on every pair of atoms, zero-weight ones included. Values on positive-weight atoms never depend on zero-weight
-atoms, so padding with zero weights changes nothing.
+sources, whose minimiser is one of two sources found from the staircase
+counts; so the pair is feasible on every pair of atoms, zero-weight ones
+included. Values on positive-weight atoms never depend on zero-weight atoms,
+so padding with zero weights changes nothing.
 
 Finally a gauge constant is removed: :math:`\varphi\leftarrow\varphi-m`,
 :math:`\psi\leftarrow\psi+m` with :math:`m` the mean of :math:`\varphi`
@@ -44,12 +45,12 @@ import jax.numpy as jnp
 from ottsliced import _validation
 
 __all__ = [
-    "Centering",
-    "SortedProjections",
-    "batched_sliced_potentials",
-    "sliced_potentials",
-    "sliced_potentials_sorted",
-    "sort_projections",
+  "Centering",
+  "SortedProjections",
+  "batched_sliced_potentials",
+  "sliced_potentials",
+  "sliced_potentials_sorted",
+  "sort_projections",
 ]
 
 Centering = Literal["weighted", "mean", "none"]
@@ -82,6 +83,14 @@ def sort_projections(x: jax.Array, theta: jax.Array) -> SortedProjections:
   return SortedProjections(jnp.take_along_axis(proj, order, axis=-1), order)
 
 
+# "scan" measured fastest on CPU (20 vs 24 ms per 784-atom pair, L=100); GPU not measured yet.
+_SEARCH_METHOD = "scan"
+
+
+def _ss(sorted_arr: jax.Array, query: jax.Array, side: str = "left") -> jax.Array:
+  return jnp.searchsorted(sorted_arr, query, side=side, method=_SEARCH_METHOD)
+
+
 def _sq(u: jax.Array) -> jax.Array:
   return u * u
 
@@ -105,9 +114,20 @@ def _cdf(w: jax.Array) -> jax.Array:
 def _one_slice(s, a, t, b, centering: str) -> Tuple[jax.Array, jax.Array]:
   """Dual potentials of one 1-D problem given in sorted order."""
   A, B = _cdf(a), _cdf(b)
+  n, m = s.shape[0], t.shape[0]
+  # One binary search; every other count comes from it (CPU/GPU gathers are
+  # the cost, so avoid repeated searches).
+  below = _ss(B, A, side="left")  # [n] #{j: B_j < A_i}
+  safe = jnp.minimum(below, m - 1)
+  # above = #{j: B_j <= A_i}: skip the run of targets whose level equals A_i.
+  rises = jnp.concatenate([B[1:] > B[:-1], jnp.ones((1,), bool)])
+  run_end = jax.lax.cummin(jnp.where(rises, jnp.arange(1, m + 1), m + 1), reverse=True)
+  above = jnp.where((below < m) & (B[safe] == A), run_end[safe], below)
+  # #{i: A_i <= B_j} = #{i: below_i <= j}: a histogram of `below`, cumulated.
+  sources_upto = jnp.cumsum(jnp.zeros(m + 1, below.dtype).at[below].add(1))[:m]
   # Staircase: column of each source exhaustion, row of each target exhaustion.
-  J = jnp.searchsorted(B[:-1], A[:-1], side="left")
-  I = jnp.searchsorted(A[:-1], B[:-1], side="right")
+  J = jnp.minimum(below[:-1], m - 1)
+  I = jnp.minimum(sources_upto[:-1], n - 1)
   tJ, sI = t[J], s[I]
   dphi = (s[1:] - s[:-1]) * (s[1:] + s[:-1] - 2.0 * tJ)
   dpsi = (t[1:] - t[:-1]) * (t[1:] + t[:-1] - 2.0 * sI)
@@ -119,8 +139,7 @@ def _one_slice(s, a, t, b, centering: str) -> Tuple[jax.Array, jax.Array]:
   # minimiser is the positive target just below or just above the atom's CDF
   # level; on positive sources this reproduces the staircase value.
   nb = _next_positive(b)
-  j1 = nb[jnp.searchsorted(B, A, side="left")]
-  j2 = nb[jnp.searchsorted(B, A, side="right")]
+  j1, j2 = nb[below], nb[above]
   c1 = _sq(s - t[j1]) - psi[j1]
   c2 = _sq(s - t[j2]) - psi[j2]
   phi = jnp.where(a > 0, phi, jnp.minimum(c1, c2))
@@ -129,9 +148,9 @@ def _one_slice(s, a, t, b, centering: str) -> Tuple[jax.Array, jax.Array]:
   # source i among positive targets, and p the previous positive target, the
   # minimiser is the last source with k(i) <= p or the one after it.
   k = jnp.where(c1 <= c2, j1, j2)
-  n = s.shape[0]
-  prev_b = jax.lax.cummax(jnp.where(b > 0, jnp.arange(b.shape[0]), -1))
-  i_lo = jnp.searchsorted(k, prev_b, side="right") - 1
+  prev_b = jax.lax.cummax(jnp.where(b > 0, jnp.arange(m), -1))
+  k_upto = jnp.cumsum(jnp.zeros(m, k.dtype).at[k].add(1))  # #{i: k_i <= j}
+  i_lo = jnp.where(prev_b >= 0, k_upto[jnp.maximum(prev_b, 0)], 0) - 1
   i_hi = jnp.clip(i_lo + 1, 0, n - 1)
   i_lo = jnp.clip(i_lo, 0, n - 1)
   psi_ct = jnp.minimum(_sq(s[i_lo] - t) - phi[i_lo], _sq(s[i_hi] - t) - phi[i_hi])
@@ -156,11 +175,11 @@ def _check_centering(centering: str) -> None:
 
 
 def sliced_potentials_sorted(
-    px: SortedProjections,
-    py: SortedProjections,
-    a: jax.Array,
-    b: jax.Array,
-    centering: Centering = "weighted",
+  px: SortedProjections,
+  py: SortedProjections,
+  a: jax.Array,
+  b: jax.Array,
+  centering: Centering = "weighted",
 ) -> Tuple[jax.Array, jax.Array]:
   """Sliced potentials from pre-sorted projections (shared-support fast path).
 
@@ -185,12 +204,12 @@ def sliced_potentials_sorted(
 
 
 def sliced_potentials(
-    x: jax.Array,
-    y: jax.Array,
-    a: jax.Array,
-    b: jax.Array,
-    theta: jax.Array,
-    centering: Centering = "weighted",
+  x: jax.Array,
+  y: jax.Array,
+  a: jax.Array,
+  b: jax.Array,
+  theta: jax.Array,
+  centering: Centering = "weighted",
 ) -> Tuple[jax.Array, jax.Array]:
   r"""Exact 1-D OT dual potentials of every projection, at every atom.
 
@@ -223,21 +242,19 @@ def sliced_potentials(
   ys = _validation.check_points("y", y)
   ts = _validation.check_points("theta", theta)
   if not (xs[-1] == ys[-1] == ts[-1]):
-    raise ValueError(
-        f"dimension mismatch: x has d={xs[-1]}, y has d={ys[-1]}, theta has d={ts[-1]}; all must agree."
-    )
+    raise ValueError(f"dimension mismatch: x has d={xs[-1]}, y has d={ys[-1]}, theta has d={ts[-1]}; all must agree.")
   _validation.check_weights("a", a, xs[:1])
   _validation.check_weights("b", b, ys[:1])
   return sliced_potentials_sorted(sort_projections(x, theta), sort_projections(y, theta), a, b, centering)
 
 
 def batched_sliced_potentials(
-    x: jax.Array,
-    y: jax.Array,
-    a: jax.Array,
-    b: jax.Array,
-    theta: jax.Array,
-    centering: Centering = "weighted",
+  x: jax.Array,
+  y: jax.Array,
+  a: jax.Array,
+  b: jax.Array,
+  theta: jax.Array,
+  centering: Centering = "weighted",
 ) -> Tuple[jax.Array, jax.Array]:
   """Sliced potentials of a batch of pairs, sorting a shared support once.
 

@@ -12,7 +12,13 @@ from ottsliced import _validation, sliced
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch, make_geometry
 
-__all__ = ["amortized_solve", "amortized_solve_batch", "marginal_errors", "solve_batch"]
+__all__ = [
+  "amortized_solve",
+  "amortized_solve_batch",
+  "marginal_errors",
+  "num_iterations",
+  "solve_batch",
+]
 
 
 def marginal_errors(geom: Any, f: jax.Array, g: jax.Array, a: jax.Array, b: jax.Array) -> Tuple[jax.Array, jax.Array]:
@@ -22,13 +28,22 @@ def marginal_errors(geom: Any, f: jax.Array, g: jax.Array, a: jax.Array, b: jax.
   return jnp.sum(jnp.abs(rows - a)), jnp.sum(jnp.abs(cols - b))
 
 
+def num_iterations(out: sinkhorn.SinkhornOutput) -> jax.Array:
+  """Sinkhorn iterations per pair, ``[B]`` for a batched output (``[]`` otherwise).
+
+  Use this instead of ``out.n_iters`` on the outputs of :func:`solve_batch`:
+  OTT's property sums over every axis, i.e. over the whole batch.
+  """
+  return jnp.sum(out.errors != -1, axis=-1) * out.inner_iterations
+
+
 def _c_transforms(
-    prob: linear_problem.LinearProblem,
-    f: jax.Array,
-    g: Optional[jax.Array],
-    refine_iterations: int,
-    two_sided: bool,
-    threshold: float,
+  prob: linear_problem.LinearProblem,
+  f: jax.Array,
+  g: Optional[jax.Array],
+  refine_iterations: int,
+  two_sided: bool,
+  threshold: float,
 ) -> sinkhorn.SinkhornOutput:
   """From a predicted ``f`` (finite) to a ``SinkhornOutput``."""
   geom, a, b = prob.geom, prob.a, prob.b
@@ -39,22 +54,22 @@ def _c_transforms(
     f = geom.update_potential(jnp.zeros_like(a), g, jnp.log(a), axis=1)  # rows exact
   if refine_iterations > 0:
     solver = sinkhorn.Sinkhorn(
-        min_iterations=refine_iterations,
-        max_iterations=refine_iterations,
-        inner_iterations=1,
-        threshold=-1.0,
-        implicit_diff=None,
+      min_iterations=refine_iterations,
+      max_iterations=refine_iterations,
+      inner_iterations=1,
+      threshold=-1.0,
+      implicit_diff=None,
     )
     out = solver(prob, init=(jnp.where(a > 0, f, -jnp.inf), jnp.where(b > 0, g, -jnp.inf)))
     f, g = out.f, out.g
   row_err, col_err = marginal_errors(geom, f, g, a, b)
   err = row_err + col_err
   out = sinkhorn.SinkhornOutput(
-      (f, g),
-      errors=err[None],
-      threshold=jnp.asarray(threshold, dtype=err.dtype),
-      converged=err < threshold,
-      inner_iterations=1,
+    (f, g),
+    errors=err[None],
+    threshold=jnp.asarray(threshold, dtype=err.dtype),
+    converged=err < threshold,
+    inner_iterations=1,
   )
   return out.set_cost(prob, lse_mode=True, use_danskin=True).set(ot_prob=prob)
 
@@ -83,12 +98,12 @@ def _check_problem(prob: Any, initializer: Any) -> None:
 
 
 def amortized_solve(
-    prob: linear_problem.LinearProblem,
-    initializer: SlicedInitializer,
-    *,
-    refine_iterations: int = 0,
-    two_sided: bool = True,
-    threshold: float = 1e-2,
+  prob: linear_problem.LinearProblem,
+  initializer: SlicedInitializer,
+  *,
+  refine_iterations: int = 0,
+  two_sided: bool = True,
+  threshold: float = 1e-2,
 ) -> sinkhorn.SinkhornOutput:
   r"""Solve ``prob`` from the model's prediction, without or with a few iterations.
 
@@ -140,9 +155,7 @@ def _check_batch(batch: Any, initializer: Any) -> None:
     initializer._check_problem(batch.x, batch.y, batch.epsilon)  # noqa: SLF001
 
 
-def solve_batch(
-    batch: ProblemBatch, initializer: Any = None, **sinkhorn_kwargs: Any
-) -> sinkhorn.SinkhornOutput:
+def solve_batch(batch: ProblemBatch, initializer: Any = None, **sinkhorn_kwargs: Any) -> sinkhorn.SinkhornOutput:
   """OTT Sinkhorn on every pair of ``batch``, vmapped and jit-compiled.
 
   Args:
@@ -155,7 +168,9 @@ def solve_batch(
       ``inner_iterations``, ``max_iterations``.
 
   Returns:
-    A batched ``SinkhornOutput`` (leading axis ``B`` on every array).
+    A batched ``SinkhornOutput`` (leading axis ``B`` on every array). Count
+    iterations per pair with :func:`num_iterations` (OTT's ``n_iters``
+    property sums over the batch).
   """
   _check_batch(batch, initializer)
   kwargs = tuple(sorted(sinkhorn_kwargs.items()))
@@ -181,12 +196,12 @@ def _amortized_solve_batch(batch, initializer, threshold, refine_iterations, two
 
 
 def amortized_solve_batch(
-    batch: ProblemBatch,
-    initializer: SlicedInitializer,
-    *,
-    refine_iterations: int = 0,
-    two_sided: bool = True,
-    threshold: float = 1e-2,
+  batch: ProblemBatch,
+  initializer: SlicedInitializer,
+  *,
+  refine_iterations: int = 0,
+  two_sided: bool = True,
+  threshold: float = 1e-2,
 ) -> sinkhorn.SinkhornOutput:
   """:func:`amortized_solve` on every pair of ``batch`` (vmapped, jit-compiled).
 

@@ -1,0 +1,32 @@
+"""The ``ottsliced`` command: ``ottsliced demo`` and ``ottsliced bench core``."""
+
+import sys
+from typing import List, Optional
+
+__all__ = ["main"]
+
+_USAGE = """usage: ottsliced {demo,bench} [options]
+
+  demo          fit RA-OT and OA-OT on bundled digits and compare with Sinkhorn baselines
+  bench core    time sliced features and amortized plans against Sinkhorn iterations
+
+Run `ottsliced demo --help` or `ottsliced bench --help` for options."""
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  """Entry point of the ``ottsliced`` console script."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help"):
+    print(_USAGE)
+    return 0
+  command, rest = argv[0], argv[1:]
+  if command == "demo":
+    from ottsliced import demo
+
+    return demo.main(rest)
+  if command == "bench":
+    from ottsliced import bench
+
+    return bench.main(rest)
+  print(f"ottsliced: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr)
+  return 2

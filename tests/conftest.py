@@ -1,0 +1,53 @@
+"""Shared fixtures: small problems, float64 mode, a fitted digits model."""
+
+import jax
+import numpy as np
+import pytest
+
+import ottsliced as ots
+from ottsliced.data import digit_pairs
+
+EPS = 1e-2
+
+
+@pytest.fixture
+def rng():
+  return jax.random.key(0)
+
+
+@pytest.fixture
+def x64():
+  """Run the test in float64 (reference comparisons)."""
+  with jax.enable_x64(True):
+    yield
+
+
+def random_measure(rs: np.random.Generator, n: int, d: int, zero_frac: float = 0.0):
+  """Points ``[n, d]`` and normalised weights ``[n]`` with some zeros."""
+  x = rs.normal(size=(n, d))
+  w = rs.uniform(0.1, 1.0, size=n)
+  if zero_frac:
+    w[rs.uniform(size=n) < zero_frac] = 0.0
+    if w.sum() == 0:
+      w[rs.integers(n)] = 1.0
+  return x, w / w.sum()
+
+
+@pytest.fixture(scope="session")
+def digits_train():
+  return digit_pairs(50, epsilon=EPS, seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_test():
+  return digit_pairs(50, epsilon=EPS, seed=0, offset=50)
+
+
+@pytest.fixture(scope="session")
+def ra_model(digits_train):
+  return ots.fit_ra(digits_train, progress=False)
+
+
+@pytest.fixture(scope="session")
+def oa_model(digits_train):
+  return ots.fit_oa(digits_train, steps=2000, progress=False)

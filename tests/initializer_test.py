@@ -1,0 +1,153 @@
+"""SlicedInitializer: OTT contract, pytree/jit behaviour, storage, bad input."""
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ott.geometry import pointcloud
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn
+
+import ottsliced as ots
+from ottsliced.initializer import FORMAT_VERSION
+
+
+def _problem(batch, i=0):
+  return batch.problem(i)
+
+
+class TestOTTContract:
+  def test_sinkhorn_initializer_jit_and_vmap(self, ra_model, digits_test):
+    prob = _problem(digits_test)
+    solver = sinkhorn.Sinkhorn(initializer=ra_model, threshold=1e-2, inner_iterations=1, max_iterations=5000)
+    out = jax.jit(solver)(prob)
+    zero = jax.jit(sinkhorn.Sinkhorn(threshold=1e-2, inner_iterations=1, max_iterations=5000))(prob)
+    assert out.converged
+    assert out.n_iters < zero.n_iters
+    batched = ots.solve_batch(digits_test.take(slice(0, 3)), ra_model, threshold=1e-2, inner_iterations=1)
+    for k in range(3):
+      single = jax.jit(solver)(_problem(digits_test, k))
+      assert abs(int(ots.num_iterations(batched)[k]) - int(single.n_iters)) <= 1
+
+  def test_no_retrace_when_alpha_changes(self, ra_model, digits_test):
+    prob = _problem(digits_test)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def solve(ini, prob):
+      return sinkhorn.Sinkhorn(initializer=ini, max_iterations=50)(prob).f
+
+    f1 = solve(ra_model, prob)
+    f2 = solve(ra_model.replace(alpha=ra_model.alpha * 0.5), prob)
+    assert not np.allclose(f1, f2)
+
+  def test_init_fu_is_the_prediction(self, ra_model, digits_test):
+    prob = _problem(digits_test)
+    f0, _ = ra_model(prob, lse_mode=True)
+    f, g = ra_model.predict_potentials(prob)
+    np.testing.assert_allclose(f0, f, rtol=1e-6)
+    mask = prob.b > 0
+    g_ref = prob.geom.update_potential(f, jnp.zeros_like(prob.b), jnp.log(prob.b), axis=0)
+    np.testing.assert_allclose(g[mask], g_ref[mask], rtol=1e-5)
+    scal = ra_model.init_fu(prob, lse_mode=False)
+    np.testing.assert_allclose(scal, jnp.exp(ra_model.init_fu(prob, lse_mode=True) / prob.geom.epsilon), rtol=1e-5)
+
+  def test_non_finite_prediction_falls_back_to_zeros(self, ra_model, digits_test):
+    prob = _problem(digits_test)
+    bad = ra_model.replace(alpha=ra_model.alpha.at[0].set(jnp.nan))
+    f = bad.init_fu(prob, lse_mode=True)
+    np.testing.assert_array_equal(f, 0.0)
+    out = sinkhorn.Sinkhorn(initializer=bad, threshold=1e-2, max_iterations=5000)(prob)
+    assert out.converged
+
+
+class TestBadInput:
+  def test_wrong_dimension(self, ra_model):
+    x = jnp.zeros((5, 3))
+    prob = linear_problem.LinearProblem(pointcloud.PointCloud(x, x, epsilon=1e-2))
+    with pytest.raises(ValueError, match="dimension 3 but the model was fitted with d=2"):
+      ra_model.init_fu(prob, lse_mode=True)
+
+  def test_epsilon_mismatch_and_override(self, ra_model, digits_test):
+    x, y = digits_test.points(0)
+    prob = linear_problem.LinearProblem(pointcloud.PointCloud(x, y, epsilon=0.1), digits_test.a[0], digits_test.b[0])
+    with pytest.raises(ValueError, match="differs from the epsilon=0.01"):
+      ra_model.predict_potentials(prob)
+    f, _ = ra_model.replace(allow_epsilon_mismatch=True).predict_potentials(prob)
+    assert np.all(np.isfinite(f[prob.a > 0]))
+
+  @pytest.mark.parametrize("eps", [0.0, -1.0, float("nan")])
+  def test_bad_epsilon(self, ra_model, eps):
+    with pytest.raises(ValueError, match="epsilon"):
+      ra_model.replace(epsilon=eps)
+
+  def test_not_a_point_cloud(self, ra_model):
+    from ott.geometry import geometry
+
+    prob = linear_problem.LinearProblem(geometry.Geometry(cost_matrix=jnp.ones((3, 3)), epsilon=1e-2))
+    with pytest.raises(ValueError, match="PointCloud"):
+      ra_model.init_fu(prob, lse_mode=True)
+
+
+class TestStorage:
+  def test_round_trip_exact(self, ra_model, tmp_path):
+    path = tmp_path / "model.npz"
+    ra_model.save(path)
+    loaded = ots.SlicedInitializer.load(path)
+    np.testing.assert_array_equal(loaded.theta, ra_model.theta)
+    np.testing.assert_array_equal(loaded.alpha, ra_model.alpha)
+    assert loaded.method == "ra"
+    assert loaded.epsilon == ra_model.epsilon
+    assert loaded.summary["num_pairs"] == 50
+    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(ra_model)
+
+  def test_round_trip_g_side(self, ra_model, tmp_path):
+    model = ra_model.replace(beta=ra_model.alpha[::-1])
+    model.save(tmp_path / "g.npz")
+    np.testing.assert_array_equal(ots.SlicedInitializer.load(tmp_path / "g.npz").beta, model.beta)
+
+  def test_missing_file(self, tmp_path):
+    with pytest.raises(FileNotFoundError):
+      ots.SlicedInitializer.load(tmp_path / "nope.npz")
+
+  def test_truncated_file(self, ra_model, tmp_path):
+    path = tmp_path / "m.npz"
+    ra_model.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+      ots.SlicedInitializer.load(path)
+
+  def test_corrupted_arrays(self, ra_model, tmp_path):
+    path = tmp_path / "m.npz"
+    ra_model.save(path)
+    with np.load(path) as d:
+      contents = {k: d[k] for k in d.files}
+    contents["alpha"] = contents["alpha"] + 1.0
+    np.savez(path, **contents)
+    with pytest.raises(ValueError, match="checksum"):
+      ots.SlicedInitializer.load(path)
+
+  def test_future_version(self, ra_model, tmp_path):
+    path = tmp_path / "m.npz"
+    ra_model.save(path)
+    with np.load(path) as d:
+      contents = {k: d[k] for k in d.files}
+    meta = json.loads(str(contents["metadata"]))
+    meta["format_version"] = FORMAT_VERSION + 1
+    contents["metadata"] = np.array(json.dumps(meta))
+    np.savez(path, **contents)
+    with pytest.raises(ValueError, match="newer than this ottsliced reads"):
+      ots.SlicedInitializer.load(path)
+
+  def test_not_a_model(self, tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, weights=np.ones(3))
+    with pytest.raises(ValueError, match="no ottsliced metadata"):
+      ots.SlicedInitializer.load(path)
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match="not a readable"):
+      ots.SlicedInitializer.load(tmp_path / "text.npz")
