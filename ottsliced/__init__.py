@@ -10,11 +10,18 @@ from ottsliced.objective import fit_oa, semi_dual  # noqa: E402
 from ottsliced.problems import ProblemBatch  # noqa: E402
 from ottsliced.regression import fit_ra  # noqa: E402
 from ottsliced.sliced import sliced_potentials  # noqa: E402
-from ottsliced.solve import amortized_solve, amortized_solve_batch, num_iterations, solve_batch  # noqa: E402
+from ottsliced.solve import (  # noqa: E402
+  AmortizedInfo,
+  amortized_solve,
+  amortized_solve_batch,
+  num_iterations,
+  solve_batch,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+  "AmortizedInfo",
   "ProblemBatch",
   "SlicedInitializer",
   "amortized_solve",

@@ -57,7 +57,7 @@ def _run_core(batch: ProblemBatch, model: SlicedInitializer, repeats: int, thres
   def _one_plan(x, y, phi, psi, a, b, model):
     f, g = model.potentials_from_features(phi, psi, a, b, eps)
     prob = linear_problem.LinearProblem(make_geometry(x, y, eps), a, b)
-    return _c_transforms(prob, f, g, 0, True, threshold).potentials
+    return _c_transforms(prob, f, g, 0, True, threshold)[0].potentials
 
   @jax.jit
   def predict(batch, phi, psi, model):

@@ -1,10 +1,5 @@
 """The fitted amortized model, usable as an OTT Sinkhorn initializer."""
 
-import hashlib
-import json
-import os
-import tempfile
-import zipfile
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -14,11 +9,12 @@ from ott.geometry import pointcloud
 from ott.initializers.linear import initializers
 from ott.problems.linear import linear_problem
 
-from ottsliced import _validation, sliced
+from ottsliced import _io, _validation, sliced
 
 __all__ = ["FORMAT_VERSION", "SlicedInitializer"]
 
 FORMAT_VERSION = 1
+_FORMAT = "ottsliced.SlicedInitializer"
 _METHODS = ("ra", "oa")
 
 
@@ -130,6 +126,16 @@ class SlicedInitializer(initializers.DefaultInitializer):
         )
     _validation.check_epsilon(epsilon, self.epsilon, self.allow_epsilon_mismatch)
 
+  def raw_potential(self, phi: jax.Array, a: jax.Array, epsilon: Any) -> jax.Array:
+    r""":math:`\Phi\alpha(+\varepsilon\log a)` ``[n]``, without the fallback."""
+    f = jnp.matmul(phi, self.alpha, precision=jax.lax.Precision.HIGHEST)
+    return f + epsilon * _safe_log(a) if self.log_weight_offset else f
+
+  @staticmethod
+  def is_finite_prediction(f: jax.Array, a: jax.Array) -> jax.Array:
+    """Whether ``f`` is finite on every positive-weight atom (else: fallback to zeros)."""
+    return jnp.all(jnp.isfinite(f) | (a <= 0))
+
   def potentials_from_features(
     self, phi: jax.Array, psi: jax.Array, a: jax.Array, b: jax.Array, epsilon: Any
   ) -> Tuple[jax.Array, Optional[jax.Array]]:
@@ -149,10 +155,8 @@ class SlicedInitializer(initializers.DefaultInitializer):
       whole ``f`` falls back to zeros (plain Sinkhorn's start).
     """
     hi = jax.lax.Precision.HIGHEST
-    f = jnp.matmul(phi, self.alpha, precision=hi)
-    if self.log_weight_offset:
-      f = f + epsilon * _safe_log(a)
-    ok = jnp.all(jnp.isfinite(f) | (a <= 0))
+    f = self.raw_potential(phi, a, epsilon)
+    ok = self.is_finite_prediction(f, a)
     f = jnp.where(ok & (a > 0), f, 0.0)
     g = None
     if self.beta is not None:
@@ -221,24 +225,14 @@ class SlicedInitializer(initializers.DefaultInitializer):
       arrays["beta"] = np.asarray(self.beta)
     return arrays
 
-  @staticmethod
-  def _checksum(arrays: Dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-      arr = np.ascontiguousarray(arrays[name])
-      h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
-      h.update(arr.tobytes())
-    return h.hexdigest()
-
   def save(self, path: str) -> None:
     """Save to a portable ``.npz`` (arrays + JSON metadata), atomically.
 
     The metadata holds the format version, ``L``, ``d``, epsilon, method,
     centering, the training summary and a SHA-256 checksum of the arrays.
     """
-    arrays = self._arrays()
     meta = {
-      "format": "ottsliced.SlicedInitializer",
+      "format": _FORMAT,
       "format_version": FORMAT_VERSION,
       "num_projections": self.num_projections,
       "dim": self.dim,
@@ -248,18 +242,8 @@ class SlicedInitializer(initializers.DefaultInitializer):
       "log_weight_offset": self.log_weight_offset,
       "g_side": self.beta is not None,
       "summary": dict(self.summary),
-      "checksum": self._checksum(arrays),
     }
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-      with os.fdopen(fd, "wb") as fh:
-        np.savez(fh, metadata=np.array(json.dumps(meta)), **arrays)
-      os.replace(tmp, path)
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
+    _io.save_npz(path, self._arrays(), meta)
 
   @classmethod
   def load(cls, path: str, **overrides: Any) -> "SlicedInitializer":
@@ -270,30 +254,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
       ValueError: not an ottsliced model, a newer format version, a
         truncated or corrupted file (checksum mismatch), inconsistent shapes.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"no saved model at {path!r}.")
-    try:
-      with np.load(path, allow_pickle=False) as data:
-        contents = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-      raise ValueError(f"{path!r} is not a readable ottsliced model file (truncated or corrupted?): {err}") from err
-    if "metadata" not in contents:
-      raise ValueError(f"{path!r} has no ottsliced metadata; it was not written by SlicedInitializer.save.")
-    try:
-      meta = json.loads(str(contents.pop("metadata")))
-    except json.JSONDecodeError as err:
-      raise ValueError(f"{path!r} has corrupted metadata: {err}") from err
-    if meta.get("format") != "ottsliced.SlicedInitializer":
-      raise ValueError(f"{path!r} is not an ottsliced model (format={meta.get('format')!r}).")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-      raise ValueError(
-        f"{path!r} has format version {version!r}, newer than this ottsliced reads ({FORMAT_VERSION}); "
-        "upgrade ottsliced."
-      )
-    if cls._checksum(contents) != meta.get("checksum"):
-      raise ValueError(f"{path!r} failed its checksum: the arrays are corrupted.")
+    contents, meta = _io.load_npz(path, _FORMAT, FORMAT_VERSION)
     theta, alpha = contents["theta"], contents["alpha"]
     if theta.shape != (meta["num_projections"], meta["dim"]):
       raise ValueError(

@@ -1,15 +1,16 @@
 """OA-OT: fit the model by maximising the entropic semi-dual with optax."""
 
 import functools
+import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, List, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ottsliced import sliced
+from ottsliced import _io, sliced
 from ottsliced.initializer import SlicedInitializer, _safe_log
 from ottsliced.problems import as_problem_batch, make_geometry
 from ottsliced.regression import _directions_for
@@ -92,6 +93,35 @@ def _pool_features(batch, theta, centering):
   return phi
 
 
+_CHECKPOINT_FORMAT = "ottsliced.fit_oa.checkpoint"
+_CHECKPOINT_VERSION = 1
+
+
+def _save_checkpoint(path, config, alpha, opt_state, losses, done) -> None:
+  leaves = jax.tree_util.tree_leaves(opt_state)
+  arrays = {"alpha": np.asarray(alpha), "losses": np.concatenate(losses) if losses else np.zeros(0)}
+  arrays.update({f"opt_{k:03d}": np.asarray(leaf) for k, leaf in enumerate(leaves)})
+  meta = {"format": _CHECKPOINT_FORMAT, "format_version": _CHECKPOINT_VERSION, "step": int(done), **config}
+  _io.save_npz(path, arrays, meta)
+
+
+def _load_checkpoint(path, config, opt_state_template):
+  contents, meta = _io.load_npz(path, _CHECKPOINT_FORMAT, _CHECKPOINT_VERSION)
+  differ = [k for k, v in config.items() if meta.get(k) != v]
+  if differ:
+    raise ValueError(
+      f"checkpoint {path!r} was written by a run with other settings ({', '.join(differ)}); "
+      "resume with the same problems and arguments, or remove the checkpoint."
+    )
+  leaves, treedef = jax.tree_util.tree_flatten(opt_state_template)
+  saved = [contents[f"opt_{k:03d}"] for k in range(len(leaves)) if f"opt_{k:03d}" in contents]
+  if len(saved) != len(leaves) or any(np.shape(s) != np.shape(t) for s, t in zip(saved, leaves)):
+    raise ValueError(f"checkpoint {path!r} holds another optimizer state; resume with the same optimizer.")
+  opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(s, t.dtype) for s, t in zip(saved, leaves)])
+  alpha = jnp.asarray(contents["alpha"])
+  return alpha, opt_state, [contents["losses"]], int(meta["step"])
+
+
 def fit_oa(
   problems: Any,
   *,
@@ -107,6 +137,10 @@ def fit_oa(
   init_alpha: Optional[jax.Array] = None,
   chunk_steps: int = 250,
   progress: bool = True,
+  checkpoint_path: Optional[str] = None,
+  checkpoint_every: int = 1000,
+  resume: bool = False,
+  callback: Optional[Callable[[int, jax.Array, np.ndarray], None]] = None,
 ) -> SlicedInitializer:
   r"""Fit OA-OT: maximise the pair-averaged entropic semi-dual over ``alpha``.
 
@@ -129,11 +163,22 @@ def fit_oa(
       RA-OT's parametrisation (default); ``False`` is the authors' OA-OT
       :math:`\hat f=\Phi\alpha`. On 8x8 digits (50 pairs, 2000 steps) the
       offset reached a higher semi-dual (0.050137 vs 0.049431) and fewer
-      warm-start iterations (1040 vs 1138).
+      warm-start iterations (20.8 vs 22.8 per pair, 50 test pairs).
     optimizer: an optax transformation replacing :func:`default_optimizer`.
     init_alpha: starting ``alpha`` (default zeros).
     chunk_steps: steps per compiled chunk.
     progress: show a progress bar.
+    checkpoint_path: write the training state there every
+      ``checkpoint_every`` steps and at the end (atomic: temporary file, then
+      rename; checksummed).
+    checkpoint_every: steps between checkpoints.
+    resume: continue from ``checkpoint_path`` if it exists; the run must have
+      the same settings and pool. Every step's pair draw depends only on
+      ``rng`` and the step index, so a resumed run ends with the same
+      ``alpha`` as an uninterrupted one.
+    callback: called as ``callback(step, alpha, chunk_losses)`` after each
+      chunk (monitoring; an exception stops training, the last checkpoint
+      stays).
 
   Returns:
     A :class:`SlicedInitializer` with ``method="oa"``; ``summary["loss"]``
@@ -152,27 +197,48 @@ def fit_oa(
   feats = _pool_features(batch, theta, centering)
   alpha = jnp.zeros(theta.shape[0], theta.dtype) if init_alpha is None else jnp.asarray(init_alpha, theta.dtype)
   opt_state = optimizer.init(alpha)
-  losses = []
+  losses: List[np.ndarray] = []
+  done = 0
+  config = {
+    "steps": int(steps),
+    "learning_rate": float(learning_rate),
+    "batch_size": int(batch_size),
+    "centering": centering,
+    "log_weight_offset": bool(log_weight_offset),
+    "pool": _io.checksum({"a": np.asarray(batch.a), "b": np.asarray(batch.b), "theta": np.asarray(theta)}),
+  }
+  if checkpoint_path is not None and checkpoint_every < 1:
+    raise ValueError(f"`checkpoint_every` must be >= 1, got {checkpoint_every}.")
+  if resume:
+    if checkpoint_path is None:
+      raise ValueError("`resume=True` needs a `checkpoint_path`.")
+    if os.path.exists(checkpoint_path):
+      alpha, opt_state, losses, done = _load_checkpoint(checkpoint_path, config, opt_state)
   bar = None
   if progress:
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=steps, desc="OA-OT", unit="step")
-  done = 0
+    bar = tqdm(total=steps, initial=done, desc="OA-OT", unit="step")
   while done < steps:
     num = min(chunk_steps, steps - done)
+    if checkpoint_path is not None:
+      num = min(num, checkpoint_every - done % checkpoint_every)
     alpha, opt_state, chunk_losses = _train_chunk(
       alpha, opt_state, rng_steps, done, feats, batch, optimizer, num, batch_size, log_weight_offset
     )
     chunk_losses = np.asarray(chunk_losses)
     losses.append(chunk_losses)
     done += num
+    if checkpoint_path is not None and (done % checkpoint_every == 0 or done == steps):
+      _save_checkpoint(checkpoint_path, config, alpha, opt_state, losses, done)
     if bar is not None:
       bar.update(num)
       bar.set_postfix(loss=f"{chunk_losses.mean():.5g}")
+    if callback is not None:
+      callback(done, alpha, chunk_losses)
   if bar is not None:
     bar.close()
-  losses = np.concatenate(losses)
+  losses = np.concatenate(losses) if losses else np.zeros(0)
   if not np.all(np.isfinite(np.asarray(alpha))):
     raise FloatingPointError("fit_oa produced a non-finite alpha; lower `learning_rate`.")
   summary = {

@@ -1,10 +1,11 @@
 """Amortized solves: predicted potentials, c-transforms, optional refinement."""
 
 import functools
-from typing import Any, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
@@ -13,6 +14,7 @@ from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch, make_geometry
 
 __all__ = [
+  "AmortizedInfo",
   "amortized_solve",
   "amortized_solve_batch",
   "marginal_errors",
@@ -37,6 +39,22 @@ def num_iterations(out: sinkhorn.SinkhornOutput) -> jax.Array:
   return jnp.sum(out.errors != -1, axis=-1) * out.inner_iterations
 
 
+class AmortizedInfo(NamedTuple):
+  """What :func:`amortized_solve` did, per pair (``[B]`` for batches).
+
+  Attributes:
+    fell_back: the prediction was non-finite and zeros were used instead.
+    predicted_error: L1 marginal error (rows + columns) after the
+      c-transforms and ``refine_iterations``, before any fallback solve.
+    fallback_solved: Sinkhorn was run to ``fallback_threshold`` because
+      ``predicted_error`` exceeded it.
+  """
+
+  fell_back: jax.Array
+  predicted_error: jax.Array
+  fallback_solved: jax.Array
+
+
 def _c_transforms(
   prob: linear_problem.LinearProblem,
   f: jax.Array,
@@ -44,8 +62,10 @@ def _c_transforms(
   refine_iterations: int,
   two_sided: bool,
   threshold: float,
-) -> sinkhorn.SinkhornOutput:
-  """From a predicted ``f`` (finite) to a ``SinkhornOutput``."""
+  fallback_threshold: Optional[jax.Array] = None,
+  fallback_max_iterations: int = 10_000,
+) -> Tuple[sinkhorn.SinkhornOutput, jax.Array, jax.Array]:
+  """From a predicted ``f`` (finite) to ``(SinkhornOutput, predicted_error, fallback_solved)``."""
   geom, a, b = prob.geom, prob.a, prob.b
   f = jnp.where(a > 0, f, -jnp.inf)
   if g is None:
@@ -63,7 +83,24 @@ def _c_transforms(
     out = solver(prob, init=(jnp.where(a > 0, f, -jnp.inf), jnp.where(b > 0, g, -jnp.inf)))
     f, g = out.f, out.g
   row_err, col_err = marginal_errors(geom, f, g, a, b)
-  err = row_err + col_err
+  err = predicted = row_err + col_err
+  solved = jnp.zeros((), bool)
+  if fallback_threshold is not None:
+    # Out-of-distribution pair: pay Sinkhorn iterations, never accuracy.
+    solved = ~(predicted <= fallback_threshold)  # NaN error -> solve
+    # Half the threshold: OTT measures columns only, and in its own float
+    # rounding; the margin keeps the returned rows + columns error below it.
+    fallback = sinkhorn.Sinkhorn(
+      threshold=0.5 * fallback_threshold, inner_iterations=1, max_iterations=fallback_max_iterations, implicit_diff=None
+    )
+
+    def run(fg):
+      o = fallback(prob, init=(jnp.where(a > 0, fg[0], -jnp.inf), jnp.where(b > 0, fg[1], -jnp.inf)))
+      return o.f, o.g
+
+    f, g = jax.lax.cond(solved, run, lambda fg: fg, (f, g))
+    row_err, col_err = marginal_errors(geom, f, g, a, b)
+    err = row_err + col_err
   out = sinkhorn.SinkhornOutput(
     (f, g),
     errors=err[None],
@@ -71,14 +108,31 @@ def _c_transforms(
     converged=err < threshold,
     inner_iterations=1,
   )
-  return out.set_cost(prob, lse_mode=True, use_danskin=True).set(ot_prob=prob)
+  return out.set_cost(prob, lse_mode=True, use_danskin=True).set(ot_prob=prob), predicted, solved
 
 
-@functools.partial(jax.jit, static_argnames=("refine_iterations", "two_sided"))
-def _amortized_solve(prob, initializer, threshold, refine_iterations, two_sided):
+def _predict_and_solve(prob, initializer, phi, psi, threshold, refine_iterations, two_sided, fallback, fallback_iters):
+  a, b, eps = prob.a, prob.b, prob.geom.epsilon
+  fell_back = ~initializer.is_finite_prediction(initializer.raw_potential(phi, a, eps), a)
+  f, g = initializer.potentials_from_features(phi, psi, a, b, eps)
+  out, predicted, solved = _c_transforms(prob, f, g, refine_iterations, two_sided, threshold, fallback, fallback_iters)
+  return out, AmortizedInfo(fell_back, predicted, solved)
+
+
+_STATIC = ("refine_iterations", "two_sided", "fallback_max_iterations")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _amortized_solve(
+  prob, initializer, threshold, fallback_threshold, refine_iterations, two_sided, fallback_max_iterations
+):
   x, y = prob.geom.x, prob.geom.y
-  f, g = initializer.predict(x, y, prob.a, prob.b, prob.geom.epsilon)
-  return _c_transforms(prob, f, g, refine_iterations, two_sided, threshold)
+  initializer._check_problem(x, y, prob.geom.epsilon)  # noqa: SLF001  (shapes; values checked outside jit)
+  px, py = sliced.sort_projections(x, initializer.theta), sliced.sort_projections(y, initializer.theta)
+  phi, psi = sliced.sliced_potentials_sorted(px, py, prob.a, prob.b, initializer.centering)
+  return _predict_and_solve(
+    prob, initializer, phi, psi, threshold, refine_iterations, two_sided, fallback_threshold, fallback_max_iterations
+  )
 
 
 def _check_problem(prob: Any, initializer: Any) -> None:
@@ -104,7 +158,10 @@ def amortized_solve(
   refine_iterations: int = 0,
   two_sided: bool = True,
   threshold: float = 1e-2,
-) -> sinkhorn.SinkhornOutput:
+  fallback_threshold: Optional[float] = None,
+  fallback_max_iterations: int = 10_000,
+  return_info: bool = False,
+) -> Union[sinkhorn.SinkhornOutput, Tuple[sinkhorn.SinkhornOutput, AmortizedInfo]]:
   r"""Solve ``prob`` from the model's prediction, without or with a few iterations.
 
   Steps: :math:`\hat f` from the model; :math:`g=\mathcal T_b\hat f` (column
@@ -118,16 +175,40 @@ def amortized_solve(
     refine_iterations: number of extra Sinkhorn iterations (static).
     two_sided: apply the second c-transform.
     threshold: sets ``converged`` (error below it); never stops anything.
+    fallback_threshold: if given, a pair whose L1 marginal error after the
+      above exceeds it (an out-of-distribution pair) is solved by Sinkhorn
+      from the prediction (to half this threshold, so that the returned
+      error is below it): it costs time, not accuracy.
+    fallback_max_iterations: iteration cap of that Sinkhorn (static).
+    return_info: also return an :class:`AmortizedInfo`.
 
   Returns:
     A ``SinkhornOutput``; ``errors[0]`` is the L1 marginal error (rows +
     columns) of the returned potentials, ``matrix``, ``reg_ot_cost`` and
-    ``apply`` work as for Sinkhorn's own output.
+    ``apply`` work as for Sinkhorn's own output. With ``return_info``,
+    ``(output, info)``.
   """
   _check_problem(prob, initializer)
+  _check_solve_args(refine_iterations, fallback_threshold, fallback_max_iterations)
+  out, info = _amortized_solve(
+    prob,
+    initializer,
+    threshold,
+    fallback_threshold,
+    int(refine_iterations),
+    bool(two_sided),
+    int(fallback_max_iterations),
+  )
+  return (out, info) if return_info else out
+
+
+def _check_solve_args(refine_iterations: int, fallback_threshold: Optional[float], fallback_iters: int) -> None:
   if int(refine_iterations) < 0:
     raise ValueError(f"`refine_iterations` must be >= 0, got {refine_iterations}.")
-  return _amortized_solve(prob, initializer, threshold, int(refine_iterations), bool(two_sided))
+  if fallback_threshold is not None and not (np.isfinite(fallback_threshold) and fallback_threshold > 0):
+    raise ValueError(f"`fallback_threshold` must be a positive float or None, got {fallback_threshold}.")
+  if int(fallback_iters) < 1:
+    raise ValueError(f"`fallback_max_iterations` must be >= 1, got {fallback_iters}.")
 
 
 def _batch_axes(batch: ProblemBatch) -> Tuple[Optional[int], Optional[int]]:
@@ -177,8 +258,10 @@ def solve_batch(batch: ProblemBatch, initializer: Any = None, **sinkhorn_kwargs:
   return _solve_batch(batch, initializer, kwargs)
 
 
-@functools.partial(jax.jit, static_argnames=("refine_iterations", "two_sided"))
-def _amortized_solve_batch(batch, initializer, threshold, refine_iterations, two_sided):
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _amortized_solve_batch(
+  batch, initializer, threshold, fallback_threshold, refine_iterations, two_sided, fallback_max_iterations
+):
   theta = initializer.theta
   sort = lambda z: sliced.sort_projections(z, theta)  # noqa: E731
   ax, ay = _batch_axes(batch)
@@ -188,9 +271,18 @@ def _amortized_solve_batch(batch, initializer, threshold, refine_iterations, two
 
   def one(x, y, px, py, a, b):
     phi, psi = sliced.sliced_potentials_sorted(px, py, a, b, initializer.centering)
-    f, g = initializer.potentials_from_features(phi, psi, a, b, batch.epsilon)
     prob = linear_problem.LinearProblem(make_geometry(x, y, batch.epsilon, batch.cost_fn), a, b)
-    return _c_transforms(prob, f, g, refine_iterations, two_sided, threshold)
+    return _predict_and_solve(
+      prob,
+      initializer,
+      phi,
+      psi,
+      threshold,
+      refine_iterations,
+      two_sided,
+      fallback_threshold,
+      fallback_max_iterations,
+    )
 
   return jax.vmap(one, in_axes=(ax, ay, ax, ay, 0, 0))(batch.x, batch.y, px, py, batch.a, batch.b)
 
@@ -202,15 +294,28 @@ def amortized_solve_batch(
   refine_iterations: int = 0,
   two_sided: bool = True,
   threshold: float = 1e-2,
-) -> sinkhorn.SinkhornOutput:
+  fallback_threshold: Optional[float] = None,
+  fallback_max_iterations: int = 10_000,
+  return_info: bool = False,
+) -> Union[sinkhorn.SinkhornOutput, Tuple[sinkhorn.SinkhornOutput, AmortizedInfo]]:
   """:func:`amortized_solve` on every pair of ``batch`` (vmapped, jit-compiled).
 
   A support shared by all pairs is projected and sorted once for the batch.
-  Returns a batched ``SinkhornOutput``.
+  Returns a batched ``SinkhornOutput`` (and, with ``return_info``, an
+  :class:`AmortizedInfo` of ``[B]`` arrays: ``info.fell_back.sum()`` is the
+  number of pairs whose prediction fell back to zeros).
   """
   if not isinstance(initializer, SlicedInitializer):
     raise ValueError(f"`initializer` must be a SlicedInitializer, got {type(initializer).__name__}.")
   _check_batch(batch, initializer)
-  if int(refine_iterations) < 0:
-    raise ValueError(f"`refine_iterations` must be >= 0, got {refine_iterations}.")
-  return _amortized_solve_batch(batch, initializer, threshold, int(refine_iterations), bool(two_sided))
+  _check_solve_args(refine_iterations, fallback_threshold, fallback_max_iterations)
+  out, info = _amortized_solve_batch(
+    batch,
+    initializer,
+    threshold,
+    fallback_threshold,
+    int(refine_iterations),
+    bool(two_sided),
+    int(fallback_max_iterations),
+  )
+  return (out, info) if return_info else out

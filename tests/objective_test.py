@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
@@ -58,3 +59,52 @@ def test_deterministic_for_a_seed(digits_train):
   kw = {"num_projections": 8, "steps": 30, "progress": False, "rng": jax.random.key(5)}
   m1, m2 = ots.fit_oa(batch, **kw), ots.fit_oa(batch, chunk_steps=7, **kw)
   np.testing.assert_allclose(m1.alpha, m2.alpha, rtol=1e-6)
+
+
+class TestCheckpoints:
+  KW = {"num_projections": 8, "steps": 60, "chunk_steps": 10, "progress": False}
+
+  def _batch(self, digits_train):
+    return digits_train.take(slice(0, 8))
+
+  def test_resume_after_crash_matches_uninterrupted(self, digits_train, tmp_path):
+    batch, ckpt = self._batch(digits_train), tmp_path / "oa.npz"
+    full = ots.fit_oa(batch, rng=jax.random.key(3), **self.KW)
+
+    def crash(step, alpha, losses):
+      if step == 40:
+        raise RuntimeError("injected failure")
+
+    with pytest.raises(RuntimeError, match="injected failure"):
+      ots.fit_oa(batch, rng=jax.random.key(3), checkpoint_path=ckpt, checkpoint_every=20, callback=crash, **self.KW)
+    assert ckpt.exists()
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no debris
+    resumed = ots.fit_oa(
+      batch, rng=jax.random.key(3), checkpoint_path=ckpt, checkpoint_every=20, resume=True, **self.KW
+    )
+    np.testing.assert_array_equal(resumed.alpha, full.alpha)
+    np.testing.assert_array_equal(resumed.summary["loss"], full.summary["loss"])
+
+  def test_resume_refuses_other_settings_and_corruption(self, digits_train, tmp_path):
+    batch, ckpt = self._batch(digits_train), tmp_path / "oa.npz"
+    ots.fit_oa(batch, checkpoint_path=ckpt, checkpoint_every=30, **self.KW)
+    with pytest.raises(ValueError, match="other settings"):
+      ots.fit_oa(batch, checkpoint_path=ckpt, resume=True, **{**self.KW, "steps": 90})
+    with pytest.raises(ValueError, match="other settings"):
+      ots.fit_oa(digits_train.take(slice(8, 16)), checkpoint_path=ckpt, resume=True, **self.KW)
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+      ots.fit_oa(batch, checkpoint_path=ckpt, resume=True, **self.KW)
+    with pytest.raises(ValueError, match="checkpoint_path"):
+      ots.fit_oa(batch, resume=True, **self.KW)
+
+
+def test_fits_are_deterministic(digits_train):
+  batch = digits_train.take(slice(0, 6))
+  r1 = ots.fit_ra(batch, num_projections=10, progress=False)
+  r2 = ots.fit_ra(batch, num_projections=10, progress=False)
+  np.testing.assert_array_equal(r1.alpha, r2.alpha)
+  o1 = ots.fit_oa(batch, num_projections=10, steps=20, progress=False)
+  o2 = ots.fit_oa(batch, num_projections=10, steps=20, progress=False)
+  np.testing.assert_array_equal(o1.alpha, o2.alpha)
