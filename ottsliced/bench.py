@@ -18,6 +18,7 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
 from ottsliced import sliced
+from ottsliced.cli import positive_int
 from ottsliced.data import digit_pairs
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch, make_geometry
@@ -163,9 +164,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   """``python -m ottsliced.bench core [--batch-sizes 1 256] [--repeats 5] [--json PATH]``."""
   parser = argparse.ArgumentParser(prog="ottsliced bench", description=__doc__)
   parser.add_argument("suite", choices=["core"], help="which benchmark to run")
-  parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256])
-  parser.add_argument("--size", type=int, default=28, help="image side: size^2 atoms (default 28 -> 784)")
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 256])
+  parser.add_argument("--size", type=positive_int, default=28, help="image side: size^2 atoms (default 28 -> 784)")
+  parser.add_argument("--repeats", type=positive_int, default=5)
   parser.add_argument("--json", default=None, help="also write the raw numbers to this file")
   args = parser.parse_args(argv)
   result = core_benchmark(args.batch_sizes, size=args.size, repeats=args.repeats)

@@ -3,7 +3,21 @@
 import sys
 from typing import List, Optional
 
-__all__ = ["main"]
+__all__ = ["main", "positive_int"]
+
+
+def positive_int(text: str) -> int:
+  """``argparse`` type: an integer >= 1, with a message that names the fix."""
+  import argparse
+
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {value}")
+  return value
+
 
 _USAGE = """usage: ottsliced {demo,bench} [options]
 

@@ -65,6 +65,12 @@ def digit_pairs(
   Returns:
     A :class:`ProblemBatch` with shared support ``[size^2, 2]``.
   """
+  if int(num_pairs) < 1:
+    raise ValueError(f"`num_pairs` must be >= 1, got {num_pairs}.")
+  if int(offset) < 0:
+    raise ValueError(f"`offset` must be >= 0, got {offset}.")
+  if size is not None and int(size) < 2:
+    raise ValueError(f"`size` must be >= 2 (pixels per side) or None, got {size}.")
   weights = load_digits(size)
   side = 8 if size is None else size
   rs = np.random.default_rng(seed)

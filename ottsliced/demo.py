@@ -12,6 +12,7 @@ import numpy as np
 from ott.initializers.linear import initializers
 
 from ottsliced.bench import _device, median_seconds
+from ottsliced.cli import positive_int
 from ottsliced.data import digit_pairs
 from ottsliced.objective import fit_oa
 from ottsliced.problems import ProblemBatch, make_geometry
@@ -141,10 +142,10 @@ def _jsonable(obj: Any) -> Any:
 def main(argv: Optional[List[str]] = None) -> int:
   """``ottsliced demo [--size N] [--train 50] [--test 100] [--steps 2000] [--out DIR]``."""
   parser = argparse.ArgumentParser(prog="ottsliced demo", description=__doc__)
-  parser.add_argument("--size", type=int, default=None, help="resample digits to size x size (default 8x8)")
-  parser.add_argument("--train", type=int, default=50, help="training pairs")
-  parser.add_argument("--test", type=int, default=100, help="test pairs")
-  parser.add_argument("--steps", type=int, default=2000, help="OA-OT optimisation steps")
+  parser.add_argument("--size", type=positive_int, default=None, help="resample digits to size x size (default 8x8)")
+  parser.add_argument("--train", type=positive_int, default=50, help="training pairs")
+  parser.add_argument("--test", type=positive_int, default=100, help="test pairs")
+  parser.add_argument("--steps", type=positive_int, default=2000, help="OA-OT optimisation steps")
   parser.add_argument("--out", default="results/demo", help="folder for metrics.json and table.md")
   parser.add_argument("--no-progress", action="store_true")
   args = parser.parse_args(argv)

@@ -31,3 +31,13 @@ def test_bench_core_small(tmp_path, capsys):
   assert row["batch"] == 2
   assert row["features_ms"] > 0
   assert row["iters_ra_mean"] <= row["iters_zeros_mean"]
+
+
+def test_bad_arguments_exit_with_a_message(capsys):
+  import pytest
+
+  for argv in (["demo", "--train", "0"], ["demo", "--steps", "-5"], ["bench", "core", "--repeats", "x"]):
+    with pytest.raises(SystemExit) as exc:
+      cli.main(argv)
+    assert exc.value.code == 2
+    assert "positive integer" in capsys.readouterr().err

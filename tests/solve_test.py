@@ -253,3 +253,16 @@ class TestNumericalRange:
     model = ots.fit_oa(batch, num_projections=8, steps=30, progress=False)
     assert np.all(np.isfinite(np.asarray(model.summary["loss"])))
     assert np.all(np.isfinite(np.asarray(model.alpha)))
+
+
+def test_loader_arguments():
+  from ottsliced.data import digit_pairs
+
+  for kwargs, match in [
+    ({"num_pairs": 0}, "num_pairs"),
+    ({"num_pairs": 2, "offset": -1}, "offset"),
+    ({"num_pairs": 2, "size": 1}, "size"),
+    ({"num_pairs": 2, "epsilon": 0.0}, "epsilon"),
+  ]:
+    with pytest.raises(ValueError, match=match):
+      digit_pairs(**kwargs)
