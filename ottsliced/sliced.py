@@ -18,8 +18,9 @@ telescope:
   \varphi_{i+1}-\varphi_i = c(s_{i+1},t_{J_i})-c(s_i,t_{J_i}),\qquad
   \psi_{j+1}-\psi_j = c(s_{I_j},t_{j+1})-c(s_{I_j},t_j),
 
-with :math:`\varphi_0=0`, :math:`\psi_0=c(s_0,t_0)`: two ``searchsorted`` and two
-``cumsum`` per slice. For a Monge cost such as :math:`|s-t|^2` any staircase
+with :math:`\varphi_0=0`, :math:`\psi_0=c(s_0,t_0)`. One ``searchsorted`` gives
+:math:`J`; :math:`I` is the cumulated histogram of :math:`J` (no second search),
+and two ``cumsum`` give the potentials. For a Monge cost such as :math:`|s-t|^2` any staircase
 dual is feasible, and it is optimal because the plan lives on the staircase.
 
 Atoms of zero weight get 1-D c-transform values: a zero-weight source
