@@ -23,7 +23,7 @@ from ottsliced.data import digit_pairs
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch, make_geometry
 from ottsliced.regression import fit_ra
-from ottsliced.solve import _c_transforms, num_iterations
+from ottsliced.solve import _predict_and_solve, num_iterations
 
 __all__ = ["core_benchmark", "main", "median_seconds"]
 
@@ -56,9 +56,9 @@ def _run_core(batch: ProblemBatch, model: SlicedInitializer, repeats: int, thres
     return jax.vmap(fn)(a, b)
 
   def _one_plan(x, y, phi, psi, a, b, model):
-    f, g = model.potentials_from_features(phi, psi, a, b, eps)
+    # Exactly what amortized_solve_batch does after the features.
     prob = linear_problem.LinearProblem(make_geometry(x, y, eps), a, b)
-    return _c_transforms(prob, f, g, 0, True, threshold)[0].potentials
+    return _predict_and_solve(prob, model, phi, psi, threshold, 0, True, None, 1)[0].potentials
 
   @jax.jit
   def predict(batch, phi, psi, model):

@@ -14,6 +14,7 @@ from ott.initializers.linear import initializers
 from ottsliced.bench import _device, median_seconds
 from ottsliced.cli import positive_int
 from ottsliced.data import digit_pairs
+from ottsliced.initializer import SlicedInitializer
 from ottsliced.objective import fit_oa
 from ottsliced.problems import ProblemBatch, make_geometry
 from ottsliced.regression import fit_ra
@@ -76,7 +77,7 @@ def run_demo(
       "speedup": float(iters_zero.mean() / iters.mean()),
       "fit_s": fit_s,
     }
-    if ini is not None and ini.__class__.__name__ == "SlicedInitializer":
+    if isinstance(ini, SlicedInitializer):
       am = amortized_solve_batch(test, ini)
       seconds = median_seconds(lambda ini=ini: amortized_solve_batch(test, ini), repeats=5)
       row["infer_ms_per_pair"] = 1e3 * seconds / test.num_pairs

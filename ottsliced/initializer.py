@@ -41,6 +41,12 @@ def _safe_log(w: jax.Array) -> jax.Array:
   return jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), 0.0)
 
 
+def linear_potential(phi: jax.Array, coef: jax.Array, w: jax.Array, epsilon: Any, log_weight_offset: bool) -> jax.Array:
+  r""":math:`\Phi c(+\varepsilon\log w)` ``[n]``: the model's potential, finite everywhere."""
+  f = jnp.matmul(phi, coef, precision=jax.lax.Precision.HIGHEST)
+  return f + epsilon * _safe_log(w) if log_weight_offset else f
+
+
 @jax.tree_util.register_pytree_node_class
 class SlicedInitializer(initializers.DefaultInitializer):
   r"""Amortized Sinkhorn initializer :math:`\hat f=\Phi\alpha` from sliced potentials.
@@ -128,8 +134,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
 
   def raw_potential(self, phi: jax.Array, a: jax.Array, epsilon: Any) -> jax.Array:
     r""":math:`\Phi\alpha(+\varepsilon\log a)` ``[n]``, without the fallback."""
-    f = jnp.matmul(phi, self.alpha, precision=jax.lax.Precision.HIGHEST)
-    return f + epsilon * _safe_log(a) if self.log_weight_offset else f
+    return linear_potential(phi, self.alpha, a, epsilon, self.log_weight_offset)
 
   @staticmethod
   def is_finite_prediction(f: jax.Array, a: jax.Array) -> jax.Array:
@@ -154,14 +159,13 @@ class SlicedInitializer(initializers.DefaultInitializer):
       ``beta``. If the prediction is non-finite on a positive-weight atom the
       whole ``f`` falls back to zeros (plain Sinkhorn's start).
     """
-    hi = jax.lax.Precision.HIGHEST
     f = self.raw_potential(phi, a, epsilon)
     ok = self.is_finite_prediction(f, a)
     f = jnp.where(ok & (a > 0), f, 0.0)
     g = None
     if self.beta is not None:
       psi_c = psi - jnp.sum(b[:, None] * psi, axis=0) / jnp.sum(b)
-      g = jnp.matmul(psi_c, self.beta, precision=hi) + epsilon * _safe_log(b)
+      g = linear_potential(psi_c, self.beta, b, epsilon, True)
       g = jnp.where(jnp.isfinite(g) & (b > 0), g, 0.0)
     return f, g
 

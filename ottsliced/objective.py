@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from ottsliced import _io, sliced
-from ottsliced.initializer import SlicedInitializer, _safe_log
+from ottsliced.initializer import SlicedInitializer, _safe_log, linear_potential
 from ottsliced.problems import as_problem_batch, make_geometry
 from ottsliced.regression import _directions_for
 
@@ -61,9 +61,7 @@ def _pool_loss(alpha, idx, feats, batch, log_weight_offset):
     y = batch.y if batch.shared_y else batch.y[k]
     a, b = batch.a[k], batch.b[k]
     geom = make_geometry(x, y, batch.epsilon, batch.cost_fn)
-    f = jnp.matmul(feats[k], alpha, precision=jax.lax.Precision.HIGHEST)
-    if log_weight_offset:
-      f = f + batch.epsilon * _safe_log(a)
+    f = linear_potential(feats[k], alpha, a, batch.epsilon, log_weight_offset)
     return semi_dual(f, geom, a, b)
 
   return -jnp.mean(jax.vmap(one)(idx))
