@@ -20,8 +20,11 @@ __all__ = [
 
 
 def is_concrete(*xs: Any) -> bool:
-  """Whether none of ``xs`` is a JAX tracer."""
-  return not any(isinstance(x, jax.core.Tracer) for x in xs)
+  """Whether every one of ``xs`` holds values: no tracer, no abstract placeholder (e.g. in ``jit(...).lower``)."""
+  return all(
+    x is None or (isinstance(x, (np.ndarray, jax.Array, np.generic, float, int)) and not isinstance(x, jax.core.Tracer))
+    for x in xs
+  )
 
 
 def check_points(name: str, x: Any, ranks: Tuple[int, ...] = (2,)) -> Tuple[int, ...]:

@@ -216,8 +216,9 @@ def _batch_axes(batch: ProblemBatch) -> Tuple[Optional[int], Optional[int]]:
 
 
 @functools.partial(jax.jit, static_argnames=("solver_kwargs",))
-def _solve_batch(batch: ProblemBatch, initializer: Any, solver_kwargs: Tuple[Tuple[str, Any], ...]):
-  solver = sinkhorn.Sinkhorn(initializer=initializer, **dict(solver_kwargs))
+def _solve_batch(batch: ProblemBatch, initializer: Any, threshold: Any, solver_kwargs: Tuple[Tuple[str, Any], ...]):
+  # `threshold` is a pytree child of OTT's Sinkhorn, so it is traced: a new value does not recompile.
+  solver = sinkhorn.Sinkhorn(initializer=initializer, threshold=threshold, **dict(solver_kwargs))
 
   def one(x, y, a, b):
     geom = make_geometry(x, y, batch.epsilon, batch.cost_fn)
@@ -244,9 +245,10 @@ def solve_batch(batch: ProblemBatch, initializer: Any = None, **sinkhorn_kwargs:
     initializer: any OTT Sinkhorn initializer (``None``: zeros). A
       :class:`SlicedInitializer` is a traced argument: a new ``alpha`` does
       not recompile.
-    sinkhorn_kwargs: passed to :class:`ott.solvers.linear.sinkhorn.Sinkhorn`
-      (static: a new value recompiles), e.g. ``threshold``,
-      ``inner_iterations``, ``max_iterations``.
+    sinkhorn_kwargs: passed to :class:`ott.solvers.linear.sinkhorn.Sinkhorn`,
+      e.g. ``threshold`` (traced: a new value reuses the compiled solver;
+      OTT's default 1e-3), ``inner_iterations``, ``max_iterations`` (static:
+      a new value recompiles).
 
   Returns:
     A batched ``SinkhornOutput`` (leading axis ``B`` on every array). Count
@@ -254,8 +256,9 @@ def solve_batch(batch: ProblemBatch, initializer: Any = None, **sinkhorn_kwargs:
     property sums over the batch).
   """
   _check_batch(batch, initializer)
+  threshold = jnp.asarray(sinkhorn_kwargs.pop("threshold", 1e-3), dtype=batch.a.dtype)
   kwargs = tuple(sorted(sinkhorn_kwargs.items()))
-  return _solve_batch(batch, initializer, kwargs)
+  return _solve_batch(batch, initializer, threshold, kwargs)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
