@@ -7,8 +7,10 @@ timings are medians over repeats of jit-compiled, warmed-up functions with
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -160,10 +162,34 @@ def format_core(result: Dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def _run_config_main(argv: List[str]) -> int:
+  from ottsliced.experiments import run_config
+
+  parser = argparse.ArgumentParser(prog="ottsliced bench CONFIG.yaml", description="run an experiment from its config")
+  parser.add_argument("config", help="a YAML file, e.g. configs/mnist_quick.yaml")
+  parser.add_argument("--out", default=None, help="results folder (default results/<config name>)")
+  parser.add_argument("--no-progress", action="store_true")
+  args = parser.parse_args(argv)
+  from ottsliced.experiments.config import ConfigError
+
+  try:
+    metrics = run_config(args.config, out_dir=args.out, progress=not args.no_progress)
+  except (ConfigError, FileNotFoundError) as err:
+    parser.exit(2, f"ottsliced bench: error: {err}\n")
+  out = args.out or os.path.join("results", os.path.splitext(os.path.basename(args.config))[0])
+  with open(os.path.join(out, "table.md")) as fh:
+    print(fh.read())
+  print(f"wrote {out}/metrics.json, {out}/table.md and {len(metrics.get('figures', {}))} figure(s)")
+  return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-  """``python -m ottsliced.bench core [--batch-sizes 1 256] [--repeats 5] [--json PATH]``."""
+  """``ottsliced bench core [--batch-sizes 1 256] [--repeats 5] [--json PATH]`` or ``ottsliced bench CONFIG.yaml``."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv and argv[0] != "core" and not argv[0].startswith("-"):
+    return _run_config_main(argv)
   parser = argparse.ArgumentParser(prog="ottsliced bench", description=__doc__)
-  parser.add_argument("suite", choices=["core"], help="which benchmark to run")
+  parser.add_argument("suite", choices=["core"], help="`core`, or give a config file: ottsliced bench configs/x.yaml")
   parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 256])
   parser.add_argument("--size", type=positive_int, default=28, help="image side: size^2 atoms (default 28 -> 784)")
   parser.add_argument("--repeats", type=positive_int, default=5)

@@ -23,6 +23,7 @@ _USAGE = """usage: ottsliced {demo,bench} [options]
 
   demo          fit RA-OT and OA-OT on bundled digits and compare with Sinkhorn baselines
   bench core    time sliced features and amortized plans against Sinkhorn iterations
+  bench FILE    run an experiment from its YAML config, e.g. configs/mnist_quick.yaml
 
 Run `ottsliced demo --help` or `ottsliced bench --help` for options."""
 

@@ -1,0 +1,87 @@
+"""The paper's experiments, each run from a YAML file in ``configs/``.
+
+``ottsliced bench configs/<name>.yaml`` reads the file, validates it against
+its task's schema (:mod:`ottsliced.experiments.config`), runs the task and
+writes ``results/<name>/metrics.json``, ``table.md`` and the task's figures.
+
+A task module defines a frozen dataclass ``Config`` (every setting, no hidden
+numbers), ``run(config, out_dir, progress) -> dict`` (JSON-serialisable
+metrics; figures are written to ``out_dir``) and ``format_table(metrics) ->
+str`` (Markdown).
+"""
+
+import importlib
+import json
+import os
+import time
+from types import ModuleType
+from typing import Any, Dict, Optional, Tuple
+
+from ottsliced.experiments.config import ConfigError, from_mapping, read_yaml, to_dict
+
+__all__ = ["TASKS", "load_config", "run_config"]
+
+TASKS: Dict[str, str] = {
+  "mnist": "ottsliced.experiments.mnist",
+  "multires": "ottsliced.experiments.multires",
+  "color": "ottsliced.experiments.color",
+  "sphere": "ottsliced.experiments.sphere",
+  "flow": "ottsliced.experiments.flow",
+}
+
+
+def load_config(path: str) -> Tuple[ModuleType, Any]:
+  """The task module and its validated ``Config`` for the YAML file at ``path``."""
+  data = read_yaml(path)
+  task = data.pop("task")
+  if task not in TASKS:
+    raise ConfigError(f"{path}: unknown task {task!r}; known tasks: {sorted(TASKS)}")
+  module = importlib.import_module(TASKS[task])
+  return module, from_mapping(module.Config, data, where=os.path.basename(path))
+
+
+def _jsonable(obj: Any) -> Any:
+  import numpy as np
+
+  if isinstance(obj, dict):
+    return {str(k): _jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_jsonable(v) for v in obj]
+  if hasattr(obj, "__array__"):
+    return np.asarray(obj).tolist()
+  if isinstance(obj, np.generic):
+    return obj.item()
+  return obj
+
+
+def run_config(path: str, out_dir: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
+  """Run the experiment described by the YAML file at ``path``.
+
+  Args:
+    path: a config file, e.g. ``configs/mnist_quick.yaml``.
+    out_dir: where results go (default ``results/<file name without .yaml>``).
+    progress: show progress bars.
+
+  Returns:
+    The metrics dict, also written to ``out_dir/metrics.json`` together with
+    ``out_dir/table.md``.
+  """
+  module, config = load_config(path)
+  name = os.path.splitext(os.path.basename(path))[0]
+  out_dir = out_dir or os.path.join("results", name)
+  os.makedirs(out_dir, exist_ok=True)
+  t0 = time.perf_counter()
+  metrics = module.run(config, out_dir, progress=progress)
+  metrics = {
+    "config_file": path,
+    "task": module.__name__.rsplit(".", 1)[-1],
+    "config": to_dict(config),
+    "wall_seconds": time.perf_counter() - t0,
+    **metrics,
+  }
+  table = module.format_table(metrics)
+  with open(os.path.join(out_dir, "table.md"), "w") as fh:
+    fh.write(table + "\n")
+  with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
+    json.dump(_jsonable(metrics), fh, indent=1)
+  return metrics
