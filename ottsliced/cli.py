@@ -21,7 +21,7 @@ def positive_int(text: str) -> int:
 
 _USAGE = """usage: ottsliced {demo,bench} [options]
 
-  demo          fit RA-OT and OA-OT on bundled digits and compare with Sinkhorn baselines
+  demo          the MNIST task at demo size: RA-OT and OA-OT against every baseline
   bench core    time sliced features and amortized plans against Sinkhorn iterations
   bench FILE    run an experiment from its YAML config, e.g. configs/mnist_quick.yaml
 

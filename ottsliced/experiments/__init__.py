@@ -30,9 +30,29 @@ TASKS: Dict[str, str] = {
 }
 
 
-def load_config(path: str) -> Tuple[ModuleType, Any]:
-  """The task module and its validated ``Config`` for the YAML file at ``path``."""
+def _apply_overrides(data: Dict[str, Any], overrides: Dict[str, Any]) -> None:
+  for dotted, value in overrides.items():
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+      if not isinstance(node.get(key), dict):
+        raise ConfigError(f"override {dotted!r}: no section {key!r} in the config")
+      node = node[key]
+    if leaf not in node:
+      raise ConfigError(f"override {dotted!r}: no setting {leaf!r} in the config")
+    node[leaf] = value
+
+
+def load_config(path: str, overrides: Optional[Dict[str, Any]] = None) -> Tuple[ModuleType, Any]:
+  """The task module and its validated ``Config`` for the YAML file at ``path``.
+
+  Args:
+    path: a YAML config file.
+    overrides: ``{"data.num_train": 6, ...}``: dotted keys of existing
+      settings replaced before validation.
+  """
   data = read_yaml(path)
+  _apply_overrides(data, overrides or {})
   task = data.pop("task")
   if task not in TASKS:
     raise ConfigError(f"{path}: unknown task {task!r}; known tasks: {sorted(TASKS)}")
@@ -54,19 +74,22 @@ def _jsonable(obj: Any) -> Any:
   return obj
 
 
-def run_config(path: str, out_dir: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
+def run_config(
+  path: str, out_dir: Optional[str] = None, progress: bool = True, overrides: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
   """Run the experiment described by the YAML file at ``path``.
 
   Args:
     path: a config file, e.g. ``configs/mnist_quick.yaml``.
     out_dir: where results go (default ``results/<file name without .yaml>``).
     progress: show progress bars.
+    overrides: dotted settings replaced before validation (see :func:`load_config`).
 
   Returns:
     The metrics dict, also written to ``out_dir/metrics.json`` together with
     ``out_dir/table.md``.
   """
-  module, config = load_config(path)
+  module, config = load_config(path, overrides)
   name = os.path.splitext(os.path.basename(path))[0]
   out_dir = out_dir or os.path.join("results", name)
   os.makedirs(out_dir, exist_ok=True)
