@@ -13,15 +13,13 @@ __all__ = [
 ]
 
 
-def _pyplot():
+def _figure(**kwargs: Any):
+  """A matplotlib ``Figure`` not tied to pyplot: no global backend change, nothing left open."""
   try:
-    import matplotlib
+    from matplotlib.figure import Figure
   except ImportError as err:  # pragma: no cover - exercised without the extra
     raise ImportError("figures need matplotlib: pip install 'ottsliced[data]'") from err
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  return plt
+  return Figure(**kwargs)
 
 
 def iterations_bar_chart(methods: Dict[str, Any], thresholds: Sequence[float], path: str, title: str = "") -> None:
@@ -33,11 +31,11 @@ def iterations_bar_chart(methods: Dict[str, Any], thresholds: Sequence[float], p
     path: output PNG.
     title: figure title.
   """
-  plt = _pyplot()
   methods = {k: v for k, v in methods.items() if "iterations" in v}
   thresholds = [f"{float(t):g}" for t in thresholds]
   width = 0.8 / max(len(methods), 1)
-  fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(thresholds) + 0.3 * len(methods), 3.6))
+  fig = _figure(figsize=(1.6 + 1.4 * len(thresholds) + 0.3 * len(methods), 3.6))
+  ax = fig.subplots()
   pos = np.arange(len(thresholds))
   for k, (name, e) in enumerate(methods.items()):
     mean = [np.mean(e["iterations"][t]) for t in thresholds]
@@ -50,7 +48,6 @@ def iterations_bar_chart(methods: Dict[str, Any], thresholds: Sequence[float], p
   ax.legend(fontsize=8, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def displacement_frames(
@@ -85,8 +82,8 @@ def displacement_frames(
 
 def plot_digit_interpolation(rows: Dict[str, np.ndarray], path: str, times: Sequence[float]) -> None:
   """One row of frames per method (``rows[name]`` is ``[T, size, size]``)."""
-  plt = _pyplot()
-  fig, axes = plt.subplots(len(rows), len(times), figsize=(1.1 * len(times), 1.2 * len(rows)), squeeze=False)
+  fig = _figure(figsize=(1.1 * len(times), 1.2 * len(rows)))
+  axes = fig.subplots(len(rows), len(times), squeeze=False)
   for r, (name, frames) in enumerate(rows.items()):
     for c, t in enumerate(times):
       ax = axes[r, c]
@@ -98,15 +95,14 @@ def plot_digit_interpolation(rows: Dict[str, np.ndarray], path: str, times: Sequ
     axes[r, 0].set_ylabel(name, fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def plot_recolored(columns: Dict[str, np.ndarray], path: str, titles: Optional[Sequence[str]] = None) -> None:
   """Images side by side: ``columns[name]`` is ``[rows, h, w, 3]``, one column per name."""
-  plt = _pyplot()
   names = list(columns)
   num_rows = len(next(iter(columns.values())))
-  fig, axes = plt.subplots(num_rows, len(names), figsize=(2.0 * len(names), 2.0 * num_rows), squeeze=False)
+  fig = _figure(figsize=(2.0 * len(names), 2.0 * num_rows))
+  axes = fig.subplots(num_rows, len(names), squeeze=False)
   for c, name in enumerate(names):
     for r in range(num_rows):
       ax = axes[r, c]
@@ -117,7 +113,6 @@ def plot_recolored(columns: Dict[str, np.ndarray], path: str, titles: Optional[S
         ax.set_title(name if titles is None else titles[c], fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def _lon_lat(xyz: np.ndarray) -> np.ndarray:
@@ -141,9 +136,9 @@ def plot_sphere_plan(
   and each supply point is linked to the ``links_per_supply`` demand points
   that receive most of its mass (line width ∝ mass).
   """
-  plt = _pyplot()
   s, d = _lon_lat(supply_xyz), _lon_lat(demand_xyz)
-  fig, axes = plt.subplots(1, len(plans), figsize=(4.2 * len(plans), 2.6), squeeze=False)
+  fig = _figure(figsize=(4.2 * len(plans), 2.6))
+  axes = fig.subplots(1, len(plans), squeeze=False)
   for ax, (name, plan) in zip(axes[0], plans.items()):
     ax.scatter(d[:, 0], d[:, 1], s=1, c=b, cmap="Blues", alpha=0.6, linewidths=0)
     top = np.argsort(-plan, axis=1)[:, :links_per_supply]
@@ -161,4 +156,3 @@ def plot_sphere_plan(
   axes[0, 0].set_ylabel("latitude")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
