@@ -102,7 +102,7 @@ def test_quick_config_end_to_end(task, tmp_path):
   out = tmp_path / task
   metrics = run_config(str(CONFIGS / f"{task}_quick.yaml"), out_dir=str(out), progress=False)
   saved = json.loads((out / "metrics.json").read_text())
-  assert (out / "table.md").read_text().count("| RA-OT |") == 2
+  assert (out / "table.md").read_text().count("| RA-OT |") >= 2  # plan table and initializer table
   assert all(pathlib.Path(p).exists() for p in saved["figures"].values())
   methods = metrics["methods"]
   indep = np.mean(methods["independent"]["plan"]["rmse"])
