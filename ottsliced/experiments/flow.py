@@ -294,7 +294,9 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
     traj = fm.trajectory(apply_fn, params, x0_eval[: ev.plot_trajectories], ev.plot_steps)
     plots[kind] = {"adaptive": np.asarray(sol.y[sl]), "euler1": np.asarray(gen1[sl]), "trajectory": np.asarray(traj)}
 
-  target_plot = y_eval[: min(ev.plot_samples, ev.num_samples)]
+  # A seeded random subset: some toys (moons) are generated in order, so a prefix would show one moon only.
+  keep = np.random.default_rng(config.seed).permutation(ev.num_samples)[: min(ev.plot_samples, ev.num_samples)]
+  target_plot = y_eval[keep]
   samples_figure(plots, target_plot).savefig(os.path.join(out_dir, "samples.png"), dpi=110)
   trajectories_figure(plots, target_plot).savefig(os.path.join(out_dir, "trajectories.png"), dpi=110)
   pre = {}
