@@ -44,9 +44,7 @@ class DataConfig:
       raise ValueError(f"num_crops must be >= 2, got {self.num_crops}")
     if self.pool_pairs > self.num_crops * (self.num_crops - 1) // 2:
       raise ValueError(f"pool_pairs={self.pool_pairs} exceeds the distinct pairs of {self.num_crops} crops")
-    split = int(self.pool_pairs * self.train_fraction)
-    if self.num_train > split or self.num_test > self.pool_pairs - split:
-      raise ValueError(f"num_train / num_test must fit the {split} / {self.pool_pairs - split} split")
+    evaluation.check_split(self.pool_pairs, self.train_fraction, self.num_train, self.num_test)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +81,7 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
   """Palettes, pairs, fit, evaluate, recolour."""
   d = config.data
   crops, palettes = make_palettes(d, progress)
-  split = int(d.pool_pairs * d.train_fraction)
+  split = evaluation.check_split(d.pool_pairs, d.train_fraction, d.num_train, d.num_test)
   train = color.palette_pairs(palettes, d.num_train, epsilon=d.epsilon, seed=d.seed, offset=0)
   test = color.palette_pairs(palettes, d.num_test, epsilon=d.epsilon, seed=d.seed, offset=split)
   result = evaluation.evaluate(

@@ -24,7 +24,7 @@ import dataclasses
 import functools
 import statistics
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ from ott.problems.linear import linear_problem
 from tqdm.auto import tqdm
 
 from ottsliced import baselines
-from ottsliced.bench import _device
+from ottsliced.bench import _device, median_seconds
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.objective import fit_oa
 from ottsliced.problems import ProblemBatch, make_geometry
@@ -48,6 +48,7 @@ __all__ = [
   "ModelConfig",
   "SWGGConfig",
   "evaluate",
+  "check_split",
   "format_evaluation",
   "mean_std",
   "method_plans",
@@ -127,22 +128,25 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------- helpers
+def check_split(pool_pairs: int, train_fraction: float, num_train: int, num_test: int) -> int:
+  """Check the pool protocol (training pairs from the first part, test pairs from the rest); return the split."""
+  if not 0 < train_fraction < 1:
+    raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+  split = int(pool_pairs * train_fraction)
+  if not (1 <= num_train <= split and 1 <= num_test <= pool_pairs - split):
+    raise ValueError(
+      f"num_train={num_train} and num_test={num_test} must fit the {split} / "
+      f"{pool_pairs - split} split of pool_pairs={pool_pairs} (and be >= 1)"
+    )
+  return split
+
+
 def mean_std(v: Any, fmt: str = ".3g") -> str:
   """``"mean ± std"`` of an array, ``"–"`` for ``None``."""
   if v is None:
     return "–"
   v = np.asarray(v, dtype=np.float64)
   return f"{v.mean():{fmt}} ± {v.std():.2g}"
-
-
-def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-  jax.block_until_ready(fn())  # compile + warm up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def _chunks(num: int, size: int) -> List[np.ndarray]:
@@ -362,9 +366,9 @@ def _time_methods(result: Dict[str, Any], methods: Dict[str, Any], test: Problem
     kw = {"threshold": t, "inner_iterations": 1, "max_iterations": ev.max_iterations}
     entry = result["methods"][name].setdefault("seconds", {"single": {}, "batched_per_pair": {}})
     run = functools.partial(solve_batch, initializer=ini, **kw)
-    per_pair = [_median_seconds(functools.partial(run, p), ev.timing_repeats) for p in single]
+    per_pair = [median_seconds(functools.partial(run, p), ev.timing_repeats) for p in single]
     entry["single"][f"{t:g}"] = np.asarray(per_pair)
-    entry["batched_per_pair"][f"{t:g}"] = _median_seconds(functools.partial(run, batched), ev.timing_repeats) / len(
+    entry["batched_per_pair"][f"{t:g}"] = median_seconds(functools.partial(run, batched), ev.timing_repeats) / len(
       batched.a
     )
   for name, m in methods.items():
@@ -373,9 +377,9 @@ def _time_methods(result: Dict[str, Any], methods: Dict[str, Any], test: Problem
     entry = result["methods"][name]
     entry["inference_ms"] = {
       "single": 1e3
-      * statistics.median(_median_seconds(functools.partial(predict, p, ini), ev.timing_repeats) for p in single),
+      * statistics.median(median_seconds(functools.partial(predict, p, ini), ev.timing_repeats) for p in single),
       "batched_per_pair": 1e3
-      * _median_seconds(functools.partial(predict, batched, ini), ev.timing_repeats)
+      * median_seconds(functools.partial(predict, batched, ini), ev.timing_repeats)
       / len(batched.a),
     }
 

@@ -38,14 +38,7 @@ class DataConfig:
   def __post_init__(self):
     if self.source == "idx" and not self.idx_path:
       raise ValueError("source 'idx' needs idx_path (a local MNIST IDX image file)")
-    if not 0 < self.train_fraction < 1:
-      raise ValueError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
-    split = int(self.pool_pairs * self.train_fraction)
-    if self.num_train > split or self.num_test > self.pool_pairs - split:
-      raise ValueError(
-        f"num_train={self.num_train} and num_test={self.num_test} must fit the {split} / "
-        f"{self.pool_pairs - split} split of pool_pairs={self.pool_pairs}"
-      )
+    evaluation.check_split(self.pool_pairs, self.train_fraction, self.num_train, self.num_test)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +75,7 @@ def load_images(cfg: DataConfig) -> np.ndarray:
 
 def make_pairs(cfg: DataConfig, images: np.ndarray) -> Dict[str, ProblemBatch]:
   """The training and test pairs of the protocol (disjoint parts of one seeded pool)."""
-  split = int(cfg.pool_pairs * cfg.train_fraction)
+  split = evaluation.check_split(cfg.pool_pairs, cfg.train_fraction, cfg.num_train, cfg.num_test)
   kw = {"size": cfg.size, "epsilon": cfg.epsilon, "seed": cfg.seed}
   return {
     "train": data.image_pairs(images, cfg.num_train, offset=0, **kw),

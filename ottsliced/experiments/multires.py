@@ -40,9 +40,7 @@ class DataConfig:
   def __post_init__(self):
     if not self.sizes or min(self.sizes) < 2 or max(self.sizes) > 28:
       raise ValueError(f"sizes must be image sides in [2, 28], got {self.sizes}")
-    split = int(self.pool_pairs * self.train_fraction)
-    if self.num_train > split or self.num_test > self.pool_pairs - split:
-      raise ValueError(f"num_train / num_test must fit the {split} / {self.pool_pairs - split} split")
+    evaluation.check_split(self.pool_pairs, self.train_fraction, self.num_train, self.num_test)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +57,7 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
   """Draw multi-resolution pairs, fit one model, evaluate, group by pair type."""
   d = config.data
   images = data.load_mnist()
-  split = int(d.pool_pairs * d.train_fraction)
+  split = evaluation.check_split(d.pool_pairs, d.train_fraction, d.num_train, d.num_test)
   kw = {"sizes": d.sizes, "epsilon": d.epsilon, "seed": d.seed, "cross": d.cross_resolution}
   train = data.multires_pairs(images, d.num_train, offset=0, **kw)
   test = data.multires_pairs(images, d.num_test, offset=split, **kw)
