@@ -13,7 +13,7 @@ from ottsliced import _validation, sliced
 from ottsliced.directions import directions
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch, as_problem_batch, make_geometry
-from ottsliced.solve import num_iterations, solve_batch
+from ottsliced.solve import final_errors, num_iterations, solve_batch
 
 __all__ = [
   "GroundTruth",
@@ -62,11 +62,10 @@ def ground_truth(
   for start in chunks:
     sub = batch.take(slice(start, start + chunk_size))
     out = solve_batch(sub, threshold=threshold, max_iterations=max_iterations, inner_iterations=10)
-    last = jnp.max(out.errors, axis=1, initial=-1.0, where=out.errors >= 0)
     fs.append(out.f)
     gs.append(out.g)
     conv.append(out.converged)
-    errs.append(last)
+    errs.append(final_errors(out))
     iters.append(num_iterations(out))
   cat = lambda xs: jnp.concatenate(xs, axis=0)  # noqa: E731
   return GroundTruth(cat(fs), cat(gs), cat(conv), cat(errs), cat(iters))

@@ -17,6 +17,7 @@ __all__ = [
   "AmortizedInfo",
   "amortized_solve",
   "amortized_solve_batch",
+  "final_errors",
   "marginal_errors",
   "num_iterations",
   "solve_batch",
@@ -37,6 +38,17 @@ def num_iterations(out: sinkhorn.SinkhornOutput) -> jax.Array:
   OTT's property sums over every axis, i.e. over the whole batch.
   """
   return jnp.sum(out.errors != -1, axis=-1) * out.inner_iterations
+
+
+def final_errors(out: sinkhorn.SinkhornOutput) -> jax.Array:
+  """The last recorded marginal error per pair, ``[B]`` for a batched output (``[]`` otherwise).
+
+  OTT's ``errors`` trace holds one entry per ``inner_iterations`` block and
+  ``-1`` after the stop; the error the solve ended with is its last
+  non-negative entry (not its maximum, which is the first check's).
+  """
+  last = jnp.maximum(jnp.sum(out.errors != -1, axis=-1, keepdims=True) - 1, 0)
+  return jnp.take_along_axis(out.errors, last, axis=-1)[..., 0]
 
 
 class AmortizedInfo(NamedTuple):

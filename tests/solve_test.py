@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from ott.solvers.linear import sinkhorn
 
 import ottsliced as ots
-from ottsliced.solve import marginal_errors
+from ottsliced.solve import final_errors, marginal_errors
 
 
 def test_column_then_row_marginals_exact(ra_model, digits_test):
@@ -67,6 +67,16 @@ def test_padding_invariance(ra_model, digits_test):
   zeros_p = ots.solve_batch(padded, ra_model, threshold=1e-2, inner_iterations=1)
   zeros_u = ots.solve_batch(digits_test.take([0]), ra_model, threshold=1e-2, inner_iterations=1)
   assert abs(int(ots.num_iterations(zeros_p)[0]) - int(ots.num_iterations(zeros_u)[0])) <= 1
+
+
+@pytest.mark.parametrize("inner", [1, 10])
+def test_final_errors_is_the_error_the_solve_stopped_at(digits_test, inner):
+  out = ots.solve_batch(digits_test.take(slice(0, 4)), None, threshold=1e-3, inner_iterations=inner)
+  errors, checks = np.asarray(out.errors), np.asarray(ots.num_iterations(out)) // inner
+  final = np.asarray(final_errors(out))
+  np.testing.assert_array_equal(final, errors[np.arange(4), checks - 1])
+  assert np.all(final < 1e-3)
+  assert np.all(errors[:, 0] > final)  # the trace's first entry (its maximum) is not the final error
 
 
 def test_list_of_problems_padded(digits_test):
