@@ -174,7 +174,7 @@ def _min_swgg(batch: ProblemBatch, theta: jax.Array, pair_chunk: Optional[int]) 
   best = jnp.argmin(costs, axis=-1)
   direction = theta[best]  # [B, d]
 
-  ax, ay = (None if batch.shared_x else 0), (None if batch.shared_y else 0)
+  ax, ay = batch.point_axes
   plans, cost = jax.vmap(lambda x, y, a, b, t: _lifted_plan(x, y, a, b, t, cost_fn), in_axes=(ax, ay, 0, 0, 0))(
     batch.x, batch.y, batch.a, batch.b, direction
   )

@@ -7,7 +7,6 @@ timings are medians over repeats of jit-compiled, warmed-up functions with
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -163,7 +162,7 @@ def format_core(result: Dict[str, Any]) -> str:
 
 
 def _run_config_main(argv: List[str]) -> int:
-  from ottsliced.experiments import run_config
+  from ottsliced.experiments import run_and_report
 
   parser = argparse.ArgumentParser(prog="ottsliced bench CONFIG.yaml", description="run an experiment from its config")
   parser.add_argument("config", help="a YAML file, e.g. configs/mnist_quick.yaml")
@@ -173,13 +172,9 @@ def _run_config_main(argv: List[str]) -> int:
   from ottsliced.experiments.config import ConfigError
 
   try:
-    metrics = run_config(args.config, out_dir=args.out, progress=not args.no_progress)
+    run_and_report(args.config, out_dir=args.out, progress=not args.no_progress)
   except (ConfigError, FileNotFoundError) as err:
     parser.exit(2, f"ottsliced bench: error: {err}\n")
-  out = args.out or os.path.join("results", os.path.splitext(os.path.basename(args.config))[0])
-  with open(os.path.join(out, "table.md")) as fh:
-    print(fh.read())
-  print(f"wrote {out}/metrics.json, {out}/table.md and {len(metrics.get('figures', {}))} figure(s)")
   return 0
 
 

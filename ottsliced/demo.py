@@ -35,10 +35,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   if args.steps is not None:
     overrides["model.oa_steps"] = args.steps
     overrides["baselines.meta_ot.steps"] = args.steps
-  from ottsliced.experiments import run_config
+  from ottsliced.experiments import run_and_report
 
-  metrics = run_config(DEMO_CONFIG, out_dir=args.out, progress=not args.no_progress, overrides=overrides)
-  with open(os.path.join(args.out, "table.md")) as fh:
-    print(fh.read())
-  print(f"wrote {args.out}/metrics.json, {args.out}/table.md and {len(metrics['figures'])} figure(s)")
+  run_and_report(DEMO_CONFIG, out_dir=args.out, progress=not args.no_progress, overrides=overrides)
   return 0

@@ -97,6 +97,11 @@ class ProblemBatch:
     """Whether all pairs share one target support."""
     return self.y.ndim == 2
 
+  @property
+  def point_axes(self) -> Tuple[Optional[int], Optional[int]]:
+    """``jax.vmap`` axes of ``(x, y)`` over the pairs: ``None`` for a shared support, else 0."""
+    return (None if self.shared_x else 0), (None if self.shared_y else 0)
+
   def points(self, i: int) -> Tuple[jax.Array, jax.Array]:
     """``(x_i [n, d], y_i [m, d])`` of pair ``i``."""
     return (self.x if self.shared_x else self.x[i]), (self.y if self.shared_y else self.y[i])

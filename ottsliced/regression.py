@@ -107,8 +107,7 @@ def regression_targets(batch: ProblemBatch, potential: jax.Array, centering: str
   finite on every atom. ``side="g"``: from ``f [B, n]`` (``-inf`` at zero
   weights), the reduced target potential. Returns ``[B, n]`` or ``[B, m]``.
   """
-  ax = None if batch.shared_x else 0
-  ay = None if batch.shared_y else 0
+  ax, ay = batch.point_axes
   reduce_fn, w = (_reduced_f, batch.a) if side == "f" else (_reduced_g, batch.b)
   fn = lambda x, y, a, b, p: reduce_fn(x, y, a, b, p, batch.epsilon, batch.cost_fn)  # noqa: E731
   target = jax.vmap(fn, in_axes=(ax, ay, 0, 0, 0))(batch.x, batch.y, batch.a, batch.b, potential)

@@ -223,10 +223,6 @@ def _check_solve_args(refine_iterations: int, fallback_threshold: Optional[float
     raise ValueError(f"`fallback_max_iterations` must be >= 1, got {fallback_iters}.")
 
 
-def _batch_axes(batch: ProblemBatch) -> Tuple[Optional[int], Optional[int]]:
-  return (None if batch.shared_x else 0), (None if batch.shared_y else 0)
-
-
 @functools.partial(jax.jit, static_argnames=("solver_kwargs",))
 def _solve_batch(batch: ProblemBatch, initializer: Any, threshold: Any, solver_kwargs: Tuple[Tuple[str, Any], ...]):
   # `threshold` is a pytree child of OTT's Sinkhorn, so it is traced: a new value does not recompile.
@@ -236,7 +232,7 @@ def _solve_batch(batch: ProblemBatch, initializer: Any, threshold: Any, solver_k
     geom = make_geometry(x, y, batch.epsilon, batch.cost_fn)
     return solver(linear_problem.LinearProblem(geom, a, b))
 
-  ax, ay = _batch_axes(batch)
+  ax, ay = batch.point_axes
   return jax.vmap(one, in_axes=(ax, ay, 0, 0))(batch.x, batch.y, batch.a, batch.b)
 
 
@@ -279,7 +275,7 @@ def _amortized_solve_batch(
 ):
   theta = initializer.theta
   sort = lambda z: sliced.sort_projections(z, theta)  # noqa: E731
-  ax, ay = _batch_axes(batch)
+  ax, ay = batch.point_axes
   # Shared supports are projected and sorted once for the whole batch.
   px = sort(batch.x) if batch.shared_x else jax.vmap(sort)(batch.x)
   py = sort(batch.y) if batch.shared_y else jax.vmap(sort)(batch.y)

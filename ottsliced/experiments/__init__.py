@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ottsliced.experiments.config import ConfigError, from_mapping, read_yaml, to_dict
 
-__all__ = ["TASKS", "load_config", "run_config"]
+__all__ = ["TASKS", "default_out_dir", "load_config", "run_and_report", "run_config"]
 
 TASKS: Dict[str, str] = {
   "mnist": "ottsliced.experiments.mnist",
@@ -74,6 +74,11 @@ def _jsonable(obj: Any) -> Any:
   return obj
 
 
+def default_out_dir(path: str) -> str:
+  """``results/<config file name without .yaml>``."""
+  return os.path.join("results", os.path.splitext(os.path.basename(path))[0])
+
+
 def run_config(
   path: str, out_dir: Optional[str] = None, progress: bool = True, overrides: Optional[Dict[str, Any]] = None
 ) -> Dict[str, Any]:
@@ -90,8 +95,7 @@ def run_config(
     ``out_dir/table.md``.
   """
   module, config = load_config(path, overrides)
-  name = os.path.splitext(os.path.basename(path))[0]
-  out_dir = out_dir or os.path.join("results", name)
+  out_dir = out_dir or default_out_dir(path)
   os.makedirs(out_dir, exist_ok=True)
   t0 = time.perf_counter()
   metrics = module.run(config, out_dir, progress=progress)
@@ -107,4 +111,16 @@ def run_config(
     fh.write(table + "\n")
   with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
     json.dump(_jsonable(metrics), fh, indent=1)
+  return metrics
+
+
+def run_and_report(
+  path: str, out_dir: Optional[str] = None, progress: bool = True, overrides: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
+  """:func:`run_config`, then print the table and what was written (the command-line entry points)."""
+  out_dir = out_dir or default_out_dir(path)
+  metrics = run_config(path, out_dir=out_dir, progress=progress, overrides=overrides)
+  with open(os.path.join(out_dir, "table.md")) as fh:
+    print(fh.read())
+  print(f"wrote {out_dir}/metrics.json, {out_dir}/table.md and {len(metrics.get('figures', {}))} figure(s)")
   return metrics

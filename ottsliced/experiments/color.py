@@ -17,14 +17,14 @@ from tqdm.auto import tqdm
 
 from ottsliced import color
 from ottsliced.experiments import evaluation, figures
-from ottsliced.experiments.evaluation import BaselinesConfig, EvalConfig, ModelConfig
+from ottsliced.experiments.evaluation import BaselinesConfig, EvalConfig, ModelConfig, PairPool
 
 __all__ = ["Config", "DataConfig", "FigureConfig", "format_table", "make_palettes", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
-  """Images, crops, palettes and pairs."""
+class DataConfig(PairPool):
+  """Images, crops and palettes, and the pair pool."""
 
   images: Tuple[str, ...]
   num_crops: int
@@ -32,19 +32,13 @@ class DataConfig:
   num_colors: int
   kmeans_n_init: int
   kmeans_max_pixels: int
-  epsilon: float
-  seed: int
-  pool_pairs: int
-  train_fraction: float
-  num_train: int
-  num_test: int
 
   def __post_init__(self):
     if self.num_crops < 2:
       raise ValueError(f"num_crops must be >= 2, got {self.num_crops}")
     if self.pool_pairs > self.num_crops * (self.num_crops - 1) // 2:
       raise ValueError(f"pool_pairs={self.pool_pairs} exceeds the distinct pairs of {self.num_crops} crops")
-    evaluation.check_split(self.pool_pairs, self.train_fraction, self.num_train, self.num_test)
+    super().__post_init__()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,22 +75,14 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
   """Palettes, pairs, fit, evaluate, recolour."""
   d = config.data
   crops, palettes = make_palettes(d, progress)
-  split = evaluation.check_split(d.pool_pairs, d.train_fraction, d.num_train, d.num_test)
   train = color.palette_pairs(palettes, d.num_train, epsilon=d.epsilon, seed=d.seed, offset=0)
-  test = color.palette_pairs(palettes, d.num_test, epsilon=d.epsilon, seed=d.seed, offset=split)
-  result = evaluation.evaluate(
-    train.batch, test.batch, config.model, config.baselines, config.evaluation, progress=progress
-  )
-  paths = {"iterations": os.path.join(out_dir, "iterations.png")}
-  figures.iterations_bar_chart(
-    result["methods"], config.evaluation.thresholds, paths["iterations"], title="Colour transfer: iterations"
-  )
+  test = color.palette_pairs(palettes, d.num_test, epsilon=d.epsilon, seed=d.seed, offset=d.split)
+  result = evaluation.run_protocol(train.batch, test.batch, config, out_dir, "Colour transfer: iterations", progress)
+  paths = result["figures"]
   if config.figures.enabled:
-    k = min(config.figures.pairs, test.batch.num_pairs)
-    part = test.batch.take(np.arange(k))
-    plans = evaluation.method_plans(
-      part, result["models"], config.evaluation.reference_threshold, config.baselines.min_swgg
-    )
+    threshold, swgg = config.evaluation.reference_threshold, config.baselines.min_swgg
+    part, plans = evaluation.method_plans(test.batch, config.figures.pairs, result["models"], threshold, swgg)
+    k = part.num_pairs
     columns: Dict[str, Any] = {"source crop": [], "target crop": []}
     for name in plans:
       columns[name] = []
@@ -108,7 +94,6 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
         columns[name].append(color.recolor(crops[i], palettes[i], np.asarray(part.y[r]), p[r]))
     paths["recolored"] = os.path.join(out_dir, "recolored.png")
     figures.plot_recolored({n: np.stack(v) for n, v in columns.items()}, paths["recolored"])
-  result["figures"] = paths
   result.pop("models")
   return result
 

@@ -22,6 +22,7 @@ converged Sinkhorn reference:
 
 import dataclasses
 import functools
+import os
 import statistics
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ottsliced import baselines
 from ottsliced.bench import _device, median_seconds
+from ottsliced.experiments import figures
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.objective import fit_oa
 from ottsliced.problems import ProblemBatch, make_geometry
@@ -46,16 +48,49 @@ __all__ = [
   "EvalConfig",
   "MetaOTConfig",
   "ModelConfig",
+  "PairPool",
   "SWGGConfig",
   "evaluate",
-  "check_split",
   "format_evaluation",
   "mean_std",
   "method_plans",
+  "run_protocol",
 ]
 
 
 # --------------------------------------------------------------------------- configs
+@dataclasses.dataclass(frozen=True)
+class PairPool:
+  """The pair protocol (method.md §9): one seeded pool of pairs, split into a training and a test part.
+
+  Training pairs are the first ``num_train`` of the first ``train_fraction``
+  of the pool, test pairs the first ``num_test`` of the rest. Task data
+  configs extend it with their own fields.
+  """
+
+  epsilon: float
+  seed: int
+  pool_pairs: int
+  train_fraction: float
+  num_train: int
+  num_test: int
+
+  def __post_init__(self):
+    if not 0 < self.train_fraction < 1:
+      raise ValueError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+    split = self.split
+    if not (1 <= self.num_train <= split and 1 <= self.num_test <= self.pool_pairs - split):
+      raise ValueError(
+        f"num_train={self.num_train} and num_test={self.num_test} must fit the {split} / "
+        f"{self.pool_pairs - split} split of pool_pairs={self.pool_pairs} (and be >= 1)"
+      )
+
+  @property
+  def split(self) -> int:
+    """Index of the first test pair in the pool."""
+    return int(self.pool_pairs * self.train_fraction)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """RA-OT and OA-OT settings (method.md §6-7)."""
@@ -128,19 +163,6 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------- helpers
-def check_split(pool_pairs: int, train_fraction: float, num_train: int, num_test: int) -> int:
-  """Check the pool protocol (training pairs from the first part, test pairs from the rest); return the split."""
-  if not 0 < train_fraction < 1:
-    raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
-  split = int(pool_pairs * train_fraction)
-  if not (1 <= num_train <= split and 1 <= num_test <= pool_pairs - split):
-    raise ValueError(
-      f"num_train={num_train} and num_test={num_test} must fit the {split} / "
-      f"{pool_pairs - split} split of pool_pairs={pool_pairs} (and be >= 1)"
-    )
-  return split
-
-
 def mean_std(v: Any, fmt: str = ".3g") -> str:
   """``"mean ± std"`` of an array, ``"–"`` for ``None``."""
   if v is None:
@@ -160,7 +182,7 @@ def _geom(batch: ProblemBatch, x: jax.Array, y: jax.Array):
 @jax.jit
 def _reference_plans(batch: ProblemBatch, f: jax.Array, g: jax.Array) -> Tuple[jax.Array, jax.Array]:
   """Plans ``[B, n, m]`` from potentials and their transport costs ``<C, P>`` ``[B]``."""
-  ax, ay = (None if batch.shared_x else 0), (None if batch.shared_y else 0)
+  ax, ay = batch.point_axes
 
   def one(x, y, f, g):
     geom = _geom(batch, x, y)
@@ -173,7 +195,7 @@ def _reference_plans(batch: ProblemBatch, f: jax.Array, g: jax.Array) -> Tuple[j
 @jax.jit
 def _initializer_potentials(batch: ProblemBatch, initializer: Any) -> Tuple[jax.Array, jax.Array]:
   """``(f, g)`` after ``g = T_b f0``, ``f = T_a g`` from any OTT initializer's ``f0``."""
-  ax, ay = (None if batch.shared_x else 0), (None if batch.shared_y else 0)
+  ax, ay = batch.point_axes
 
   def one(x, y, a, b):
     prob = linear_problem.LinearProblem(_geom(batch, x, y), a, b)
@@ -311,13 +333,14 @@ def evaluate(
       plans, cost = _reference_plans(part, f, g)
       plan_rows[name].append(_plan_metrics(part, plans, p_ref, cost, c_ref))
       errors[name].append(np.asarray(solve_batch(part, ini, **run_kw).errors))
+    fixed_plans = {"independent": jnp.einsum("bi,bj->bij", part.a, part.b)}
     if base.min_swgg.enabled:
       sw = baselines.min_swgg_plans(part, num_directions=base.min_swgg.num_directions, rng=swgg_key)
-      cost = jax.vmap(lambda p, c: jnp.sum(p * c))(sw.plans, _cost_matrices(part))
-      plan_rows["min-SWGG"].append(_plan_metrics(part, sw.plans, p_ref, cost, c_ref))
-    indep = jnp.einsum("bi,bj->bij", part.a, part.b)
-    cost = jax.vmap(lambda p, c: jnp.sum(p * c))(indep, _cost_matrices(part))
-    plan_rows["independent"].append(_plan_metrics(part, indep, p_ref, cost, c_ref))
+      fixed_plans["min-SWGG"] = sw.plans
+    cost_matrices = _cost_matrices(part)
+    for name, plans in fixed_plans.items():
+      cost = jnp.sum(plans * cost_matrices, axis=(-2, -1))
+      plan_rows[name].append(_plan_metrics(part, plans, p_ref, cost, c_ref))
 
   result: Dict[str, Any] = {"methods": {}, "notes": notes}
   cat = lambda rows: {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}  # noqa: E731
@@ -351,7 +374,7 @@ def evaluate(
 
 @jax.jit
 def _cost_matrices(batch: ProblemBatch) -> jax.Array:
-  ax, ay = (None if batch.shared_x else 0), (None if batch.shared_y else 0)
+  ax, ay = batch.point_axes
   fn = lambda x, y: _geom(batch, x, y).cost_matrix  # noqa: E731
   return jax.vmap(fn, in_axes=(ax, ay), axis_size=batch.a.shape[0])(batch.x, batch.y)
 
@@ -384,10 +407,34 @@ def _time_methods(result: Dict[str, Any], methods: Dict[str, Any], test: Problem
     }
 
 
+def run_protocol(
+  train: ProblemBatch, test: ProblemBatch, config: Any, out_dir: str, title: str, progress: bool = True
+) -> Dict[str, Any]:
+  """:func:`evaluate` with a task config's ``model``, ``baselines`` and ``evaluation``, plus the iterations chart.
+
+  Returns:
+    :func:`evaluate`'s result with ``figures = {"iterations": <png path>}``.
+  """
+  result = evaluate(train, test, config.model, config.baselines, config.evaluation, progress=progress)
+  path = os.path.join(out_dir, "iterations.png")
+  figures.iterations_bar_chart(result["methods"], config.evaluation.thresholds, path, title=title)
+  result["figures"] = {"iterations": path}
+  return result
+
+
 def method_plans(
-  part: ProblemBatch, models: Dict[str, Any], reference_threshold: float, swgg: Optional[SWGGConfig] = None
-) -> Dict[str, np.ndarray]:
-  """Plans ``[B, n, m]`` of a few pairs for figures: converged Sinkhorn, the learned methods, min-SWGG."""
+  test: ProblemBatch,
+  num_pairs: int,
+  models: Dict[str, Any],
+  reference_threshold: float,
+  swgg: Optional[SWGGConfig] = None,
+) -> Tuple[ProblemBatch, Dict[str, np.ndarray]]:
+  """The first ``num_pairs`` test pairs and their plans ``[k, n, m]`` for figures.
+
+  Converged Sinkhorn, the fitted methods (Meta OT, RA-OT, OA-OT when present)
+  and, with ``swgg``, min-SWGG.
+  """
+  part = test.take(np.arange(min(num_pairs, test.num_pairs)))
   ref = solve_batch(part, None, threshold=reference_threshold)
   plans = {"Sinkhorn": np.asarray(_reference_plans(part, ref.f, ref.g)[0])}
   for name in ("Meta OT", "RA-OT", "OA-OT"):
@@ -403,7 +450,7 @@ def method_plans(
   if swgg is not None and swgg.enabled:
     sw = baselines.min_swgg_plans(part, num_directions=swgg.num_directions, rng=jax.random.key(swgg.seed))
     plans["min-SWGG"] = np.asarray(sw.plans)
-  return plans
+  return part, plans
 
 
 # --------------------------------------------------------------------------- tables

