@@ -206,6 +206,14 @@ def _initializer_potentials(batch: ProblemBatch, initializer: Any) -> Tuple[jax.
   return jax.vmap(one, in_axes=(ax, ay, 0, 0))(batch.x, batch.y, batch.a, batch.b)
 
 
+def _predicted_potentials(batch: ProblemBatch, initializer: Any) -> Tuple[jax.Array, jax.Array]:
+  """``(f, g)`` of a method's plan without refinement: the amortized path for our models, else the initializer's."""
+  if isinstance(initializer, SlicedInitializer):
+    out = amortized_solve_batch(batch, initializer)
+    return out.f, out.g
+  return _initializer_potentials(batch, initializer)
+
+
 def _plan_metrics(
   batch: ProblemBatch, plans: jax.Array, p_ref: jax.Array, cost: jax.Array, cost_ref: jax.Array
 ) -> Dict[str, np.ndarray]:
@@ -325,12 +333,7 @@ def evaluate(
     p_ref, c_ref = _reference_plans(part, ref.f, ref.g)
     for name, m in methods.items():
       ini = m["initializer"]
-      if isinstance(ini, SlicedInitializer):
-        out = amortized_solve_batch(part, ini)
-        f, g = out.f, out.g
-      else:
-        f, g = _initializer_potentials(part, ini)
-      plans, cost = _reference_plans(part, f, g)
+      plans, cost = _reference_plans(part, *_predicted_potentials(part, ini))
       plan_rows[name].append(_plan_metrics(part, plans, p_ref, cost, c_ref))
       errors[name].append(np.asarray(solve_batch(part, ini, **run_kw).errors))
     fixed_plans = {"independent": jnp.einsum("bi,bj->bij", part.a, part.b)}
@@ -396,13 +399,14 @@ def _time_methods(result: Dict[str, Any], methods: Dict[str, Any], test: Problem
     )
   for name, m in methods.items():
     ini = m["initializer"]
-    predict = amortized_solve_batch if isinstance(ini, SlicedInitializer) else _initializer_potentials
     entry = result["methods"][name]
     entry["inference_ms"] = {
       "single": 1e3
-      * statistics.median(median_seconds(functools.partial(predict, p, ini), ev.timing_repeats) for p in single),
+      * statistics.median(
+        median_seconds(functools.partial(_predicted_potentials, p, ini), ev.timing_repeats) for p in single
+      ),
       "batched_per_pair": 1e3
-      * median_seconds(functools.partial(predict, batched, ini), ev.timing_repeats)
+      * median_seconds(functools.partial(_predicted_potentials, batched, ini), ev.timing_repeats)
       / len(batched.a),
     }
 
@@ -441,12 +445,7 @@ def method_plans(
     if name not in models:
       continue
     ini = models[name]
-    if isinstance(ini, SlicedInitializer):
-      out = amortized_solve_batch(part, ini)
-      f, g = out.f, out.g
-    else:
-      f, g = _initializer_potentials(part, ini)
-    plans[name] = np.asarray(_reference_plans(part, f, g)[0])
+    plans[name] = np.asarray(_reference_plans(part, *_predicted_potentials(part, ini))[0])
   if swgg is not None and swgg.enabled:
     sw = baselines.min_swgg_plans(part, num_directions=swgg.num_directions, rng=jax.random.key(swgg.seed))
     plans["min-SWGG"] = np.asarray(sw.plans)
