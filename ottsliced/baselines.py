@@ -41,7 +41,7 @@ from ott.initializers.neural import meta_initializer
 from ott.problems.linear import linear_problem
 
 from ottsliced import _validation
-from ottsliced.problems import ProblemBatch, make_geometry
+from ottsliced.problems import ProblemBatch
 
 __all__ = [
   "MetaMLP",
@@ -459,7 +459,7 @@ def fit_meta_ot(
     raise ValueError(f"`chunk_steps` must be >= 1, got {chunk_steps}.")
   steps, batch_size, chunk_steps = int(steps), int(batch_size), min(int(chunk_steps), int(steps))
   n, m = batch.shape
-  geom = make_geometry(batch.x, batch.y, batch.epsilon, batch.cost_fn)
+  geom = batch.geometry(batch.x, batch.y)
   module = MetaMLP(hidden=tuple(int(h) for h in hidden), num_outputs=n)
   rng = jax.random.key(0) if rng is None else rng
   rng_init, rng_data = jax.random.split(rng)

@@ -12,7 +12,7 @@ import optax
 
 from ottsliced import _io, sliced
 from ottsliced.initializer import SlicedInitializer, _safe_log, linear_potential
-from ottsliced.problems import as_problem_batch, make_geometry
+from ottsliced.problems import as_problem_batch
 from ottsliced.regression import _directions_for
 
 __all__ = ["default_optimizer", "fit_oa", "semi_dual"]
@@ -60,7 +60,7 @@ def _pool_loss(alpha, idx, feats, batch, log_weight_offset):
     x = batch.x if batch.shared_x else batch.x[k]
     y = batch.y if batch.shared_y else batch.y[k]
     a, b = batch.a[k], batch.b[k]
-    geom = make_geometry(x, y, batch.epsilon, batch.cost_fn)
+    geom = batch.geometry(x, y)
     f = linear_potential(feats[k], alpha, a, batch.epsilon, log_weight_offset)
     return semi_dual(f, geom, a, b)
 

@@ -22,10 +22,19 @@ def _canonical_cost(cost_fn: Optional[costs.CostFn]) -> Optional[costs.CostFn]:
 
 
 def make_geometry(
-  x: jax.Array, y: jax.Array, epsilon: Any, cost_fn: Optional[costs.CostFn] = None
+  x: jax.Array,
+  y: jax.Array,
+  epsilon: Any,
+  cost_fn: Optional[costs.CostFn] = None,
+  online_batch_size: Optional[int] = None,
 ) -> pointcloud.PointCloud:
-  """``PointCloud(x, y)`` with an explicit epsilon and our default cost."""
-  return pointcloud.PointCloud(x, y, cost_fn=cost_fn, epsilon=epsilon)
+  """``PointCloud(x, y)`` with an explicit epsilon and our default cost.
+
+  ``online_batch_size`` is OTT's ``PointCloud(batch_size=...)``: costs are
+  recomputed in blocks of that many rows/columns and the ``[n, m]`` matrix
+  is never stored (memory ``O(batch_size * max(n, m))`` instead of ``O(n m)``).
+  """
+  return pointcloud.PointCloud(x, y, cost_fn=cost_fn, epsilon=epsilon, batch_size=online_batch_size)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -43,6 +52,10 @@ class ProblemBatch:
     b: target weights ``[B, m]`` (>= 0, positive total per pair).
     epsilon: entropic regularisation (a positive float, explicit).
     cost_fn: ground cost; ``None`` is squared Euclidean.
+    online_batch_size: if set, every geometry built for these pairs is an
+      online ``PointCloud`` that evaluates costs in blocks of this many
+      rows/columns and never stores the ``[n, m]`` cost matrix (large ``n``;
+      see :func:`make_geometry`). ``None``: the dense default.
   """
 
   def __init__(
@@ -53,6 +66,7 @@ class ProblemBatch:
     b: jax.Array,
     epsilon: float,
     cost_fn: Optional[costs.CostFn] = None,
+    online_batch_size: Optional[int] = None,
   ):
     xs = _validation.check_points("x", x, ranks=(2, 3))
     ys = _validation.check_points("y", y, ranks=(2, 3))
@@ -71,6 +85,13 @@ class ProblemBatch:
     self.a, self.b = jnp.asarray(a), jnp.asarray(b)
     self.epsilon = float(epsilon)
     self.cost_fn = _canonical_cost(cost_fn)
+    if online_batch_size is not None and (isinstance(online_batch_size, bool) or int(online_batch_size) < 1):
+      raise ValueError(f"`online_batch_size` must be a positive int or None, got {online_batch_size!r}.")
+    self.online_batch_size = None if online_batch_size is None else int(online_batch_size)
+
+  def geometry(self, x: jax.Array, y: jax.Array) -> pointcloud.PointCloud:
+    """The OTT geometry of one pair with points ``x [n, d]``, ``y [m, d]`` (this batch's epsilon and cost)."""
+    return make_geometry(x, y, self.epsilon, self.cost_fn, self.online_batch_size)
 
   @property
   def num_pairs(self) -> int:
@@ -108,8 +129,7 @@ class ProblemBatch:
 
   def problem(self, i: int) -> linear_problem.LinearProblem:
     """Pair ``i`` as an OTT :class:`LinearProblem` (padding kept, zero weight)."""
-    x, y = self.points(i)
-    geom = make_geometry(x, y, self.epsilon, self.cost_fn)
+    geom = self.geometry(*self.points(i))
     return linear_problem.LinearProblem(geom, self.a[i], self.b[i])
 
   def take(self, idx: Union[slice, np.ndarray, Sequence[int]]) -> "ProblemBatch":
@@ -122,6 +142,7 @@ class ProblemBatch:
       self.b[idx],
       self.epsilon,
       self.cost_fn,
+      self.online_batch_size,
     )
 
   @classmethod
@@ -134,7 +155,7 @@ class ProblemBatch:
     problems = list(problems)
     if not problems:
       raise ValueError("`problems` is empty: give at least one problem.")
-    xs, ys, as_, bs, epss, costs_ = [], [], [], [], [], []
+    xs, ys, as_, bs, epss, costs_, blocks = [], [], [], [], [], [], []
     for k, prob in enumerate(problems):
       if not isinstance(prob, linear_problem.LinearProblem):
         raise ValueError(f"problems[{k}] is a {type(prob).__name__}, expected an OTT LinearProblem.")
@@ -157,10 +178,13 @@ class ProblemBatch:
       bs.append(np.asarray(prob.b))
       epss.append(float(geom.epsilon))
       costs_.append(_canonical_cost(geom.cost_fn))
+      blocks.append(geom.batch_size)
     if not np.allclose(epss, epss[0], rtol=1e-6, atol=0):
       raise ValueError(f"problems have different epsilons ({min(epss):g} .. {max(epss):g}); batch equal ones.")
     if any(type(c) is not type(costs_[0]) for c in costs_):
       raise ValueError("problems have different cost functions; batch problems with one cost.")
+    if len(set(blocks)) != 1:
+      raise ValueError(f"problems have different online batch sizes {sorted(set(blocks), key=str)}; use one.")
     dims = {x.shape[-1] for x in xs} | {y.shape[-1] for y in ys}
     if len(dims) != 1:
       raise ValueError(f"problems have points of different dimensions {sorted(dims)}.")
@@ -179,23 +203,26 @@ class ProblemBatch:
       np.stack([padw(b, m) for b in bs]),
       epss[0],
       costs_[0],
+      blocks[0],
     )
 
   def tree_flatten(self):  # noqa: D102
-    return (self.x, self.y, self.a, self.b), (self.epsilon, self.cost_fn)
+    return (self.x, self.y, self.a, self.b), (self.epsilon, self.cost_fn, self.online_batch_size)
 
   @classmethod
   def tree_unflatten(cls, aux, children):  # noqa: D102
     obj = object.__new__(cls)
     obj.x, obj.y, obj.a, obj.b = children
-    obj.epsilon, obj.cost_fn = aux
+    obj.epsilon, obj.cost_fn, obj.online_batch_size = aux
     return obj
 
   def __repr__(self) -> str:
     n, m = self.shape
     return (
       f"ProblemBatch(num_pairs={self.num_pairs}, n={n}, m={m}, d={self.dim}, epsilon={self.epsilon:g}, "
-      f"shared_x={self.shared_x}, shared_y={self.shared_y})"
+      f"shared_x={self.shared_x}, shared_y={self.shared_y}"
+      + ("" if self.online_batch_size is None else f", online_batch_size={self.online_batch_size}")
+      + ")"
     )
 
 

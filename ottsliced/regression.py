@@ -12,7 +12,7 @@ import numpy as np
 from ottsliced import _validation, sliced
 from ottsliced.directions import directions
 from ottsliced.initializer import SlicedInitializer
-from ottsliced.problems import ProblemBatch, as_problem_batch, make_geometry
+from ottsliced.problems import ProblemBatch, as_problem_batch
 from ottsliced.solve import final_errors, num_iterations, solve_batch
 
 __all__ = [
@@ -71,14 +71,12 @@ def ground_truth(
   return GroundTruth(cat(fs), cat(gs), cat(conv), cat(errs), cat(iters))
 
 
-def _reduced_f(x, y, a, b, g, epsilon, cost_fn):
+def _reduced_f(geom, a, b, g):
   """Reduced potential ``f - eps log a = -eps LSE_j((g_j - C_ij)/eps)``, finite everywhere."""
-  geom = make_geometry(x, y, epsilon, cost_fn)
   return geom.update_potential(jnp.zeros_like(a), g, jnp.zeros_like(a), axis=1)
 
 
-def _reduced_g(x, y, a, b, f, epsilon, cost_fn):
-  geom = make_geometry(x, y, epsilon, cost_fn)
+def _reduced_g(geom, a, b, f):
   return geom.update_potential(f, jnp.zeros_like(b), jnp.zeros_like(b), axis=0)
 
 
@@ -109,7 +107,7 @@ def regression_targets(batch: ProblemBatch, potential: jax.Array, centering: str
   """
   ax, ay = batch.point_axes
   reduce_fn, w = (_reduced_f, batch.a) if side == "f" else (_reduced_g, batch.b)
-  fn = lambda x, y, a, b, p: reduce_fn(x, y, a, b, p, batch.epsilon, batch.cost_fn)  # noqa: E731
+  fn = lambda x, y, a, b, p: reduce_fn(batch.geometry(x, y), a, b, p)  # noqa: E731
   target = jax.vmap(fn, in_axes=(ax, ay, 0, 0, 0))(batch.x, batch.y, batch.a, batch.b, potential)
   how = "weighted" if side == "g" else centering
   return jax.vmap(lambda v, ww: _center(v, ww, how))(target, w)

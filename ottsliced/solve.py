@@ -11,7 +11,7 @@ from ott.solvers.linear import sinkhorn
 
 from ottsliced import _validation, sliced
 from ottsliced.initializer import SlicedInitializer
-from ottsliced.problems import ProblemBatch, make_geometry
+from ottsliced.problems import ProblemBatch
 
 __all__ = [
   "AmortizedInfo",
@@ -229,7 +229,7 @@ def _solve_batch(batch: ProblemBatch, initializer: Any, threshold: Any, solver_k
   solver = sinkhorn.Sinkhorn(initializer=initializer, threshold=threshold, **dict(solver_kwargs))
 
   def one(x, y, a, b):
-    geom = make_geometry(x, y, batch.epsilon, batch.cost_fn)
+    geom = batch.geometry(x, y)
     return solver(linear_problem.LinearProblem(geom, a, b))
 
   ax, ay = batch.point_axes
@@ -282,7 +282,7 @@ def _amortized_solve_batch(
 
   def one(x, y, px, py, a, b):
     phi, psi = sliced.sliced_potentials_sorted(px, py, a, b, initializer.centering)
-    prob = linear_problem.LinearProblem(make_geometry(x, y, batch.epsilon, batch.cost_fn), a, b)
+    prob = linear_problem.LinearProblem(batch.geometry(x, y), a, b)
     return _predict_and_solve(
       prob,
       initializer,

@@ -39,7 +39,7 @@ from ottsliced.bench import _device, median_seconds
 from ottsliced.experiments import figures
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.objective import fit_oa
-from ottsliced.problems import ProblemBatch, make_geometry
+from ottsliced.problems import ProblemBatch
 from ottsliced.regression import fit_ra
 from ottsliced.solve import _c_transforms, amortized_solve_batch, final_errors, num_iterations, solve_batch
 
@@ -176,7 +176,7 @@ def _chunks(num: int, size: int) -> List[np.ndarray]:
 
 
 def _geom(batch: ProblemBatch, x: jax.Array, y: jax.Array):
-  return make_geometry(x, y, batch.epsilon, batch.cost_fn)
+  return batch.geometry(x, y)
 
 
 @jax.jit
