@@ -115,3 +115,31 @@ def test_quick_config_end_to_end(task, tmp_path):
     assert np.mean(methods[name]["plan"]["rmse"]) < indep
     assert np.all(np.isfinite(methods[name]["plan"]["rmse"]))
   assert metrics["reference"]["converged"] == metrics["num_test"]
+
+
+@pytest.mark.slow
+def test_throughput_quick_config(tmp_path):
+  """Every cell timed, dense and online, and the fixed-K errors behave like Sinkhorn's."""
+  metrics = run_config(str(CONFIGS / "throughput_quick.yaml"), out_dir=str(tmp_path), progress=False)
+  table = (tmp_path / "table.md").read_text()
+  assert "c-transform (floor)" in table
+  assert "K matching Sinkhorn" in table
+  rows = metrics["rows"]
+  assert [(r["n"], r["B"], r["online"]) for r in rows] == [(64, 1, False), (64, 3, True)]
+  for r in rows:
+    for key in ("c_transform_us", "features_us", "plan_us", "api_us", "sinkhorn_zeros_us", "sinkhorn_ra_us"):
+      assert r[key] > 0
+    # Sinkhorn stops every pair below its threshold; the warm start needs fewer iterations.
+    assert r["sinkhorn_zeros_converged"] == r["sinkhorn_ra_converged"] == 1.0
+    assert r["sinkhorn_ra_iters"]["mean"] < r["sinkhorn_zeros_iters"]["mean"]
+    one, many = r["fixed"]["1"], r["fixed"]["64"]
+    assert many["error_max"] < one["error_max"] < r["api_error"]["error_max"]
+    assert many["converged"] == 1.0
+  skip = run_config(
+    str(CONFIGS / "throughput_quick.yaml"),
+    out_dir=str(tmp_path / "skip"),
+    progress=False,
+    overrides={"bench.max_cost_entries": 5000.0, "bench.refine_iterations": [2]},
+  )
+  assert [(r["n"], r["B"]) for r in skip["rows"]] == [(64, 1)]
+  assert skip["skipped"] == [{"n": 64, "B": 3}]

@@ -27,6 +27,7 @@ TASKS: Dict[str, str] = {
   "color": "ottsliced.experiments.color",
   "sphere": "ottsliced.experiments.sphere",
   "flow": "ottsliced.experiments.flow",
+  "throughput": "ottsliced.experiments.throughput",
 }
 
 
