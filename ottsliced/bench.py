@@ -53,7 +53,7 @@ def _run_core(batch: ProblemBatch, model: SlicedInitializer, repeats: int, thres
   @jax.jit
   def features(px, py, a, b):
     # Shared-support fast path: the grid's projections are sorted once.
-    fn = lambda a, b: sliced.sliced_potentials_sorted(px, py, a, b, model.centering)  # noqa: E731
+    fn = lambda a, b: model.features(px, py, a, b)  # noqa: E731
     return jax.vmap(fn)(a, b)
 
   def _one_plan(x, y, phi, psi, a, b, model):

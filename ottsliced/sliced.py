@@ -52,6 +52,7 @@ __all__ = [
   "sliced_potentials",
   "sliced_potentials_sorted",
   "sort_projections",
+  "source_potentials_sorted",
 ]
 
 Centering = Literal["weighted", "mean", "none"]
@@ -202,6 +203,52 @@ def sliced_potentials_sorted(
   phi = jax.vmap(_unsort)(phi, px.order)
   psi = jax.vmap(_unsort)(psi, py.order)
   return phi.T, psi.T
+
+
+def _source_slice(s, a, t, b, centering: str) -> jax.Array:
+  """``phi`` of one 1-D problem in sorted order, exact on positive-weight sources only."""
+  A, B = _cdf(a), _cdf(b)
+  # Same staircase as _one_slice: J_i = #{j < m-1: B_j < A_i}; no target side, no zero-weight pass.
+  J = jnp.minimum(_ss(B, A[:-1], side="left"), t.shape[0] - 1)
+  dphi = (s[1:] - s[:-1]) * (s[1:] + s[:-1] - 2.0 * t[J])
+  phi = jnp.concatenate([jnp.zeros((1,), s.dtype), jnp.cumsum(dphi)])
+  if centering == "weighted":
+    return phi - jnp.sum(a * phi) / jnp.sum(a)
+  return phi
+
+
+def source_potentials_sorted(
+  px: SortedProjections,
+  py: SortedProjections,
+  a: jax.Array,
+  b: jax.Array,
+  centering: Centering = "weighted",
+) -> jax.Array:
+  """The source half of :func:`sliced_potentials_sorted`, for predictions (about 3x less work).
+
+  On every atom of positive weight the values equal ``phi`` of
+  :func:`sliced_potentials_sorted`; zero-weight atoms get the staircase's
+  interpolation instead of the 1-D c-transform (finite, not a feasible dual
+  value). Predictions mask zero-weight atoms (``f = -inf`` there, as in
+  Sinkhorn), so the amortized plan and the warm start are unchanged, while
+  the target side (``psi``) and the zero-weight c-transforms are skipped.
+
+  Args:
+    px: sorted source projections, ``values [L, n]``.
+    py: sorted target projections, ``values [L, m]``.
+    a: source weights ``[n]``.
+    b: target weights ``[m]``.
+    centering: ``"weighted"`` or ``"none"``; ``"mean"`` averages over
+      zero-weight atoms too, so it needs :func:`sliced_potentials_sorted`.
+
+  Returns:
+    ``phi [n, L]``.
+  """
+  if centering not in ("weighted", "none"):
+    raise ValueError(f"source_potentials_sorted supports centering 'weighted' or 'none', got {centering!r}.")
+  one = jax.vmap(lambda s, aa, t, bb: _source_slice(s, aa, t, bb, centering))
+  phi = one(px.values, a[px.order], py.values, b[py.order])
+  return jax.vmap(_unsort)(phi, px.order).T
 
 
 def sliced_potentials(

@@ -140,6 +140,35 @@ def _measure(rs, n, zero_frac):
   return x, w / w.sum()
 
 
+@pytest.mark.usefixtures("x64")
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+  n=st.integers(1, 12),
+  m=st.integers(1, 12),
+  seed=st.integers(0, 2**31 - 1),
+  zero_frac=st.sampled_from([0.0, 0.3, 0.6]),
+  centering=st.sampled_from(["weighted", "none"]),
+)
+def test_source_potentials_equal_phi_on_positive_atoms(n, m, seed, zero_frac, centering):
+  """The prediction path's source-only kernel reproduces phi wherever the weight is positive."""
+  rs = np.random.default_rng(seed)
+  x, a = _measure(rs, n, zero_frac)
+  y, b = _measure(rs, m, zero_frac)
+  theta = ots.directions(jax.random.key(seed % 97), 2, 7)
+  px, py = sliced.sort_projections(jnp.asarray(x), theta), sliced.sort_projections(jnp.asarray(y), theta)
+  phi, _ = sliced.sliced_potentials_sorted(px, py, a, b, centering)
+  fast = sliced.source_potentials_sorted(px, py, a, b, centering)
+  assert fast.shape == phi.shape
+  assert np.all(np.isfinite(fast))
+  np.testing.assert_allclose(np.asarray(fast)[a > 0], np.asarray(phi)[a > 0], rtol=1e-12, atol=1e-12)
+
+
+def test_source_potentials_refuse_mean_centering():
+  px = sliced.sort_projections(jnp.ones((3, 2)), jnp.eye(2))
+  with pytest.raises(ValueError, match="'weighted' or 'none'"):
+    sliced.source_potentials_sorted(px, px, jnp.ones(3), jnp.ones(3), "mean")
+
+
 class TestBatching:
   def test_shared_support_fast_path_equals_general_path(self, digits_train):
     batch = digits_train.take(slice(0, 4))

@@ -5,7 +5,8 @@ size ``B`` the task times, on MNIST digit pairs at ``epsilon``:
 
 - **c-transform** (the floor): one log-sum-exp pass :math:`g=\\mathcal T_b f`
   over the ``[n, n]`` cost of every pair, vmapped;
-- **features**: the sliced potentials (shared-support fast path: the grid's
+- **features**: the sliced potentials the prediction needs
+  (:meth:`SlicedInitializer.features`; shared-support fast path: the grid's
   projections are sorted once, outside the timing);
 - **plan**: features, :math:`\\hat f=\\Phi\\alpha` and two c-transforms, the
   amortized plan's minimum;
@@ -117,8 +118,7 @@ def _c_transform(batch: ProblemBatch, f: jax.Array) -> jax.Array:
 
 @jax.jit
 def _features(px, py, a, b, model):
-  fn = lambda a, b: sliced.sliced_potentials_sorted(px, py, a, b, model.centering)  # noqa: E731
-  return jax.vmap(fn)(a, b)
+  return jax.vmap(lambda a, b: model.features(px, py, a, b))(a, b)
 
 
 @jax.jit
@@ -126,7 +126,7 @@ def _plan(px, py, batch: ProblemBatch, model):
   """Features, prediction and two c-transforms per pair: the amortized plan's potentials."""
 
   def one(a, b):
-    phi, psi = sliced.sliced_potentials_sorted(px, py, a, b, model.centering)
+    phi, psi = model.features(px, py, a, b)
     f, _ = model.potentials_from_features(phi, psi, a, b, batch.epsilon)
     geom = batch.geometry(batch.x, batch.y)
     f = jnp.where(a > 0, f, -jnp.inf)
