@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ottsliced import _validation, sliced
+from ottsliced import _validation, sharding, sliced
 from ottsliced.directions import directions
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch, as_problem_batch
@@ -51,8 +51,16 @@ def ground_truth(
   max_iterations: int = 20_000,
   chunk_size: int = 64,
   progress: bool = False,
+  mesh: Optional[jax.sharding.Mesh] = None,
 ) -> GroundTruth:
-  """Sinkhorn from zeros to ``threshold`` on every pair, ``chunk_size`` pairs at a time."""
+  """Sinkhorn from zeros to ``threshold`` on every pair, ``chunk_size`` pairs at a time.
+
+  Each chunk is split over ``mesh`` (see :func:`~ottsliced.solve.solve_batch`;
+  ``None``: all devices when there are several). ``chunk_size`` counts pairs
+  over all devices. The result holds the same values either way, as arrays on
+  the default device.
+  """
+  mesh = sharding.default_mesh(mesh)
   fs, gs, conv, errs, iters = [], [], [], [], []
   chunks = range(0, batch.num_pairs, chunk_size)
   if progress:
@@ -61,14 +69,19 @@ def ground_truth(
     chunks = tqdm(chunks, desc="ground truth (Sinkhorn)", unit="chunk")
   for start in chunks:
     sub = batch.take(slice(start, start + chunk_size))
-    out = solve_batch(sub, threshold=threshold, max_iterations=max_iterations, inner_iterations=10)
+    out = solve_batch(sub, threshold=threshold, max_iterations=max_iterations, inner_iterations=10, mesh=mesh)
     fs.append(out.f)
     gs.append(out.g)
     conv.append(out.converged)
     errs.append(final_errors(out))
     iters.append(num_iterations(out))
   cat = lambda xs: jnp.concatenate(xs, axis=0)  # noqa: E731
-  return GroundTruth(cat(fs), cat(gs), cat(conv), cat(errs), cat(iters))
+  gt = GroundTruth(cat(fs), cat(gs), cat(conv), cat(errs), cat(iters))
+  if mesh is None:
+    return gt
+  # Back to one device per process (a collective across processes), so that
+  # the regression that follows runs exactly as on a single device.
+  return GroundTruth(*(jnp.asarray(z) for z in sharding.gather_to_host(gt)))
 
 
 def _reduced_f(geom, a, b, g):
@@ -179,6 +192,7 @@ def fit_ra(
   max_iterations: int = 20_000,
   chunk_size: int = 64,
   progress: bool = True,
+  mesh: Optional[jax.sharding.Mesh] = None,
 ) -> SlicedInitializer:
   r"""Fit RA-OT: ridge regression of Sinkhorn potentials on sliced potentials.
 
@@ -204,8 +218,13 @@ def fit_ra(
       do; they do not affect the plan, and padding would then count).
     threshold: Sinkhorn marginal-error threshold for the ground truth.
     max_iterations: Sinkhorn iteration cap for the ground truth.
-    chunk_size: pairs per compiled chunk (memory bound).
+    chunk_size: pairs per compiled chunk (memory bound), over all devices.
     progress: show progress bars.
+    mesh: devices to split the ground-truth Sinkhorn solves over, the
+      dominant cost (:func:`ottsliced.sharding.pair_mesh`; ``None``: all
+      devices when there are several, else one). The regression itself
+      (features and normal equations, one pass over the pairs) runs on one
+      device per process. The fitted model does not depend on it.
 
   Returns:
     A :class:`SlicedInitializer` with ``method="ra"``.
@@ -215,7 +234,9 @@ def fit_ra(
     raise ValueError(f"`ridge` must be >= 0, got {ridge}.")
   theta = _directions_for(batch, theta, num_projections, rng)
   t0 = time.perf_counter()
-  gt = ground_truth(batch, threshold=threshold, max_iterations=max_iterations, chunk_size=chunk_size, progress=progress)
+  gt = ground_truth(
+    batch, threshold=threshold, max_iterations=max_iterations, chunk_size=chunk_size, progress=progress, mesh=mesh
+  )
   ok = np.asarray(gt.converged)
   bad = int((~ok).sum())
   if bad == batch.num_pairs:

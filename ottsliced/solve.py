@@ -9,7 +9,7 @@ import numpy as np
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
-from ottsliced import _validation, sliced
+from ottsliced import _validation, sharding, sliced
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch
 
@@ -166,7 +166,7 @@ def _amortized_solve(
   x, y = prob.geom.x, prob.geom.y
   initializer._check_problem(x, y, prob.geom.epsilon)  # noqa: SLF001  (shapes; values checked outside jit)
   px, py = sliced.sort_projections(x, initializer.theta), sliced.sort_projections(y, initializer.theta)
-  phi, psi = sliced.sliced_potentials_sorted(px, py, prob.a, prob.b, initializer.centering)
+  phi, psi = initializer.features(px, py, prob.a, prob.b)
   return _predict_and_solve(
     prob, initializer, phi, psi, threshold, refine_iterations, two_sided, fallback_threshold, fallback_max_iterations
   )
@@ -272,7 +272,13 @@ def _check_batch(batch: Any, initializer: Any) -> None:
     initializer._check_problem(batch.x, batch.y, batch.epsilon)  # noqa: SLF001
 
 
-def solve_batch(batch: ProblemBatch, initializer: Any = None, **sinkhorn_kwargs: Any) -> sinkhorn.SinkhornOutput:
+def solve_batch(
+  batch: ProblemBatch,
+  initializer: Any = None,
+  *,
+  mesh: Optional[jax.sharding.Mesh] = None,
+  **sinkhorn_kwargs: Any,
+) -> sinkhorn.SinkhornOutput:
   """OTT Sinkhorn on every pair of ``batch``, vmapped and jit-compiled.
 
   Args:
@@ -280,6 +286,10 @@ def solve_batch(batch: ProblemBatch, initializer: Any = None, **sinkhorn_kwargs:
     initializer: any OTT Sinkhorn initializer (``None``: zeros). A
       :class:`SlicedInitializer` is a traced argument: a new ``alpha`` does
       not recompile.
+    mesh: devices to split the pairs over (:func:`ottsliced.sharding.pair_mesh`).
+      ``None``: all devices when there are several, else (or when called
+      inside your own ``jax.jit``) the plain single-device path. The results
+      do not depend on it, up to float rounding (see ``docs/scaling.md``).
     sinkhorn_kwargs: passed to :class:`ott.solvers.linear.sinkhorn.Sinkhorn`,
       e.g. ``threshold`` (traced: a new value reuses the compiled solver;
       OTT's default 1e-3), ``inner_iterations``, ``max_iterations`` (static:
@@ -293,7 +303,12 @@ def solve_batch(batch: ProblemBatch, initializer: Any = None, **sinkhorn_kwargs:
   _check_batch(batch, initializer)
   threshold = jnp.asarray(sinkhorn_kwargs.pop("threshold", 1e-3), dtype=batch.a.dtype)
   kwargs = tuple(sorted(sinkhorn_kwargs.items()))
-  return _solve_batch(batch, initializer, threshold, kwargs)
+  mesh = sharding.default_mesh(mesh, batch)
+  if mesh is None:
+    return _solve_batch(batch, initializer, threshold, kwargs)
+  sharded, num = sharding.shard_batch(batch, mesh)
+  out = _solve_batch(sharded, sharding.replicate(initializer, mesh), sharding.replicate(threshold, mesh), kwargs)
+  return sharding.trim_pairs(out, num)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -308,7 +323,7 @@ def _amortized_solve_batch(
   py = sort(batch.y) if batch.shared_y else jax.vmap(sort)(batch.y)
 
   def one(x, y, px, py, a, b):
-    phi, psi = sliced.sliced_potentials_sorted(px, py, a, b, initializer.centering)
+    phi, psi = initializer.features(px, py, a, b)
     prob = linear_problem.LinearProblem(batch.geometry(x, y), a, b)
     return _predict_and_solve(
       prob,
@@ -335,6 +350,7 @@ def amortized_solve_batch(
   fallback_threshold: Optional[float] = None,
   fallback_max_iterations: int = 10_000,
   return_info: bool = False,
+  mesh: Optional[jax.sharding.Mesh] = None,
 ) -> Union[sinkhorn.SinkhornOutput, Tuple[sinkhorn.SinkhornOutput, AmortizedInfo]]:
   """:func:`amortized_solve` on every pair of ``batch`` (vmapped, jit-compiled).
 
@@ -342,11 +358,20 @@ def amortized_solve_batch(
   Returns a batched ``SinkhornOutput`` (and, with ``return_info``, an
   :class:`AmortizedInfo` of ``[B]`` arrays: ``info.fell_back.sum()`` is the
   number of pairs whose prediction fell back to zeros).
+
+  The pairs are split over ``mesh`` (:func:`ottsliced.sharding.pair_mesh`);
+  ``None``: over all devices when there are several, else (or when called
+  inside your own ``jax.jit``) the plain single-device path. The results do
+  not depend on it, up to float rounding (see ``docs/scaling.md``).
   """
   if not isinstance(initializer, SlicedInitializer):
     raise ValueError(f"`initializer` must be a SlicedInitializer, got {type(initializer).__name__}.")
   _check_batch(batch, initializer)
   _check_solve_args(refine_iterations, fallback_threshold, fallback_max_iterations)
+  mesh, num = sharding.default_mesh(mesh, batch), None
+  if mesh is not None:
+    batch, num = sharding.shard_batch(batch, mesh)
+    initializer, threshold, fallback_threshold = sharding.replicate((initializer, threshold, fallback_threshold), mesh)
   out, info = _amortized_solve_batch(
     batch,
     initializer,
@@ -356,4 +381,6 @@ def amortized_solve_batch(
     bool(two_sided),
     int(fallback_max_iterations),
   )
+  if num is not None:
+    out, info = sharding.trim_pairs((out, info), num)
   return (out, info) if return_info else out
