@@ -85,7 +85,8 @@ class ProblemBatch:
     self.a, self.b = jnp.asarray(a), jnp.asarray(b)
     self.epsilon = float(epsilon)
     self.cost_fn = _canonical_cost(cost_fn)
-    if online_batch_size is not None and (isinstance(online_batch_size, bool) or int(online_batch_size) < 1):
+    integral = isinstance(online_batch_size, (int, np.integer)) and not isinstance(online_batch_size, bool)
+    if online_batch_size is not None and not (integral and online_batch_size >= 1):
       raise ValueError(f"`online_batch_size` must be a positive int or None, got {online_batch_size!r}.")
     self.online_batch_size = None if online_batch_size is None else int(online_batch_size)
 
@@ -178,7 +179,9 @@ class ProblemBatch:
       bs.append(np.asarray(prob.b))
       epss.append(float(geom.epsilon))
       costs_.append(_canonical_cost(geom.cost_fn))
-      blocks.append(geom.batch_size)
+      # The requested block size: OTT's `batch_size` property clips it to min(n, m), which
+      # differs between pairs of different sizes built with the same request.
+      blocks.append(geom._batch_size)  # noqa: SLF001
     if not np.allclose(epss, epss[0], rtol=1e-6, atol=0):
       raise ValueError(f"problems have different epsilons ({min(epss):g} .. {max(epss):g}); batch equal ones.")
     if any(type(c) is not type(costs_[0]) for c in costs_):
