@@ -1,9 +1,10 @@
 """Where the time of the sliced features goes, stage by stage (shared-support fast path).
 
-Each stage is a jit-compiled prefix of :func:`ottsliced.sliced.sliced_potentials_sorted`
+Each stage is a jit-compiled prefix of the full kernel :func:`ottsliced.sliced.sliced_potentials_sorted`
 on MNIST digit pairs (784 atoms, L = 100 directions), timed as a median of
 ``--repeats`` calls after a warm-up, side by side with one c-transform pass of the
-same batch; the time of a stage is the difference between consecutive prefixes.
+same batch; the time of a stage is the difference between consecutive prefixes. The
+prediction path's :func:`ottsliced.sliced.source_potentials_sorted` is timed last.
 
 Run: ``python benchmarks/features_profile.py --batch 128 [--json out.json]``
 """
@@ -80,6 +81,13 @@ def main() -> None:
   for r in rows:
     ratio = r["cumulative_us"] / (1e6 * floor / args.batch)
     print(f"| {r['stage']} | {r['stage_us']:.1f} | {r['cumulative_us']:.1f} | {ratio:.1f} |")
+  fast = jax.jit(jax.vmap(lambda a, b: sliced.source_potentials_sorted(px, py, a, b)))
+  t_fast = median_seconds(lambda: fast(batch.a, batch.b), args.repeats)
+  print(
+    f"\nPrediction path (source_potentials_sorted: phi on positive-weight atoms only): "
+    f"{1e6 * t_fast / args.batch:.1f} us per pair = {t_fast / floor:.1f} c-transform passes."
+  )
+  rows.append({"stage": "source_potentials_sorted (prediction path)", "cumulative_us": 1e6 * t_fast / args.batch})
   if args.json:
     with open(args.json, "w") as fh:
       json.dump({"device": _device(), "c_transform_us": 1e6 * floor / args.batch, "rows": rows}, fh, indent=1)
