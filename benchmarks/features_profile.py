@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from ottsliced import data, sliced
 from ottsliced.bench import _device, median_seconds
 from ottsliced.directions import directions
+from ottsliced.experiments.throughput import c_transform_pass
 
 
 def _stages(px, py):
@@ -59,14 +60,8 @@ def main() -> None:
   px = jax.block_until_ready(sliced.sort_projections(batch.x, theta))
   py = px
 
-  @jax.jit
-  def c_transform(f, b):
-    # f is an argument: a constant f would let XLA hoist the pass out of the batch (the grid is shared).
-    fn = lambda f, b: batch.geometry(batch.x, batch.y).update_potential(f, jnp.zeros_like(b), jnp.log(b), axis=0)  # noqa: E731
-    return jax.vmap(fn)(f, b)
-
   zeros = jnp.zeros_like(batch.a)
-  floor = median_seconds(lambda: c_transform(zeros, batch.b), args.repeats)
+  floor = median_seconds(lambda: c_transform_pass(batch, zeros), args.repeats)
   rows, prev = [], 0.0
   for name, fn in _stages(px, py).items():
     f = jax.jit(jax.vmap(fn))

@@ -39,19 +39,17 @@ def test_sinkhorn_sweeps_equal_ott_fixed_iterations(x64):
   """K sweeps = OTT Sinkhorn with min = max = K from the same start, zero weights included."""
   from conftest import random_measure
 
-  from ottsliced.problems import make_geometry
   from ottsliced.solve import sinkhorn_sweeps
 
   rs = np.random.default_rng(3)
   x, a = random_measure(rs, 40, 3, zero_frac=0.2)
   y, b = random_measure(rs, 30, 3, zero_frac=0.2)
-  geom = make_geometry(jnp.asarray(x), jnp.asarray(y), 0.1)
   prob = ots.ProblemBatch(x[None], y[None], a[None], b[None], 0.1).problem(0)
   f0 = jnp.where(prob.a > 0, jnp.asarray(rs.normal(size=40)), -jnp.inf)
   g0 = jnp.where(prob.b > 0, jnp.asarray(rs.normal(size=30)), -jnp.inf)
   for k in (1, 7):
     ref = sinkhorn.Sinkhorn(min_iterations=k, max_iterations=k, inner_iterations=1, threshold=-1.0)(prob, init=(f0, g0))
-    f, g = jax.jit(sinkhorn_sweeps, static_argnums=5)(geom, prob.a, prob.b, f0, g0, k)
+    f, g = jax.jit(sinkhorn_sweeps, static_argnums=5)(prob.geom, prob.a, prob.b, f0, g0, k)
     np.testing.assert_array_equal(np.isfinite(f), np.asarray(prob.a) > 0)
     np.testing.assert_allclose(f[prob.a > 0], ref.f[prob.a > 0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(g[prob.b > 0], ref.g[prob.b > 0], rtol=1e-12, atol=1e-12)
