@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ottsliced import data, sliced
-from ottsliced.bench import _device, median_seconds
+from ottsliced.experiments.timing import device_name, median_seconds
 from ottsliced.directions import directions
 from ottsliced.experiments.throughput import c_transform_pass
 
@@ -69,7 +69,7 @@ def main() -> None:
     rows.append({"stage": name, "cumulative_us": 1e6 * t / args.batch, "stage_us": 1e6 * (t - prev) / args.batch})
     prev = t
   print(
-    f"device: {_device()}, jax {jax.__version__}, n = {args.size**2}, L = {args.projections}, B = {args.batch}; "
+    f"device: {device_name()}, jax {jax.__version__}, n = {args.size**2}, L = {args.projections}, B = {args.batch}; "
     f"microseconds per pair; one c-transform pass = {1e6 * floor / args.batch:.1f}"
   )
   print("\n| stage | stage us | cumulative us | cumulative / c-transform |\n|---|---:|---:|---:|")
@@ -85,7 +85,7 @@ def main() -> None:
   rows.append({"stage": "source_potentials_sorted (prediction path)", "cumulative_us": 1e6 * t_fast / args.batch})
   if args.json:
     with open(args.json, "w") as fh:
-      json.dump({"device": _device(), "c_transform_us": 1e6 * floor / args.batch, "rows": rows}, fh, indent=1)
+      json.dump({"device": device_name(), "c_transform_us": 1e6 * floor / args.batch, "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """ottsliced: amortized entropic optimal transport from sliced potentials."""
 
+from ottsliced import _aliases
 from ottsliced._compat import apply_shims
 
 apply_shims()
+_aliases.install()
 
 from ottsliced.directions import directions  # noqa: E402
 from ottsliced.initializer import SlicedInitializer  # noqa: E402

@@ -1,10 +1,13 @@
 """Shared fixtures: small problems, float64 mode, a fitted digits model."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
 
 import ottsliced as ots
+from ottsliced import flow_matching as fm
 from ottsliced.data import digit_pairs
 
 EPS = 1e-2
@@ -22,13 +25,15 @@ def x64():
     yield
 
 
-def random_measure(rs: np.random.Generator, n: int, d: int, zero_frac: float = 0.0):
-  """Points ``[n, d]`` and normalised weights ``[n]`` with some zeros."""
+def random_measure(rs: np.random.Generator, n: int, d: int, zero_frac: float = 0.0, keep_first: bool = False):
+  """Points ``[n, d]`` and normalised weights ``[n]`` with some zeros (``keep_first``: atom 0 always positive)."""
   x = rs.normal(size=(n, d))
   w = rs.uniform(0.1, 1.0, size=n)
   if zero_frac:
     w[rs.uniform(size=n) < zero_frac] = 0.0
-    if w.sum() == 0:
+    if keep_first:
+      w[0] += 0.5
+    elif w.sum() == 0:
       w[rs.integers(n)] = 1.0
   return x, w / w.sum()
 
@@ -51,3 +56,13 @@ def ra_model(digits_train):
 @pytest.fixture(scope="session")
 def oa_model(digits_train):
   return ots.fit_oa(digits_train, steps=2000, progress=False)
+
+
+FLOW_SOURCE = functools.partial(fm.sample_toy, "gaussian")
+FLOW_TARGET = functools.partial(fm.sample_toy, "8gaussians")
+
+
+@pytest.fixture(scope="session")
+def flow_models():
+  """RA-OT and OA-OT couplings fitted on a few small Gaussian -> 8-Gaussians mini-batches."""
+  return fm.fit_flow_couplings(FLOW_SOURCE, FLOW_TARGET, jax.random.key(0), num_batches=4, batch_size=32, oa_steps=50)

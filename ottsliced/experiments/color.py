@@ -15,7 +15,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from ottsliced import color
+from ottsliced.data import color
 from ottsliced.experiments import evaluation, figures
 from ottsliced.experiments.evaluation import BaselinesConfig, EvalConfig, ModelConfig, PairPool
 

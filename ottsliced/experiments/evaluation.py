@@ -35,8 +35,8 @@ from ott.problems.linear import linear_problem
 from tqdm.auto import tqdm
 
 from ottsliced import baselines
-from ottsliced.bench import _device, median_seconds
 from ottsliced.experiments import figures
+from ottsliced.experiments.timing import device_name, median_seconds
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.objective import fit_oa
 from ottsliced.problems import ProblemBatch
@@ -367,7 +367,7 @@ def evaluate(
   }
   _time_methods(result, methods, test, ev, progress)
   result["models"] = {k: m["initializer"] for k, m in methods.items()}
-  result["device"] = _device()
+  result["device"] = device_name()
   result["jax"] = jax.__version__
   result["num_train"] = train.num_pairs
   result["num_test"] = num

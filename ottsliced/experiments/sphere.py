@@ -1,7 +1,7 @@
 """Supply-demand on the sphere (method.md §9.3): 100 supply and 10,000 demand locations.
 
 Locations are fixed (a synthetic population density on S², see
-:mod:`ottsliced.sphere`; GPWv4 ships in no package). Instances differ in
+:mod:`ottsliced.data.sphere`; GPWv4 ships in no package). Instances differ in
 their weights only (Meta OT's sampler): training instances use seeds
 ``train_seed + i``, test instances ``test_seed + i``. The cost is the
 geodesic distance and the sliced features live on the stereographic plane
@@ -14,7 +14,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ottsliced import sphere
+from ottsliced.data import sphere
 from ottsliced.experiments import evaluation, figures
 from ottsliced.experiments.evaluation import BaselinesConfig, EvalConfig, ModelConfig
 

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ottsliced import data, sliced
-from ottsliced.bench import _device, median_seconds
+from ottsliced.experiments.timing import device_name, median_seconds
 from ottsliced.problems import ProblemBatch
 from ottsliced.regression import fit_ra
 from ottsliced.solve import amortized_solve_batch, num_iterations, solve_batch
@@ -214,7 +214,7 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
       batch = ProblemBatch(batch.x, batch.y, batch.a, batch.b, batch.epsilon, online_batch_size=cfg.online_batch_size)
     rows.append(_cell(batch, model, cfg))
   return {
-    "device": _device(),
+    "device": device_name(),
     "jax": jax.__version__,
     "num_projections": model.num_projections,
     "rows": rows,

@@ -1,17 +1,11 @@
 """Core benchmark: sliced features and amortized plans against Sinkhorn iterations.
 
-Run ``python -m ottsliced.bench core`` (or ``ottsliced bench core``). All
-timings are medians over repeats of jit-compiled, warmed-up functions with
-``block_until_ready``, measured side by side in one process.
+``ottsliced bench core`` runs it. All timings are medians over repeats of
+jit-compiled, warmed-up functions with ``block_until_ready``, measured side by
+side in one process.
 """
 
-import argparse
-import json
-import platform
-import statistics
-import sys
-import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List
 
 import jax
 import numpy as np
@@ -19,35 +13,14 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
 from ottsliced import sliced
-from ottsliced.cli import positive_int
 from ottsliced.data import digit_pairs
+from ottsliced.experiments.timing import device_name, median_seconds
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch, make_geometry
 from ottsliced.regression import fit_ra
 from ottsliced.solve import _predict_and_solve, num_iterations
 
-__all__ = ["core_benchmark", "main", "median_seconds"]
-
-
-def median_seconds(fn: Callable[[], Any], repeats: int, warmup: bool = True) -> float:
-  """Median wall time of ``fn()`` over ``repeats`` calls.
-
-  With ``warmup`` one untimed call comes first (it also compiles); pass
-  ``warmup=False`` when the caller has just called ``fn()`` for its result.
-  """
-  if warmup:
-    jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
-def _device() -> str:
-  dev = jax.devices()[0]
-  return f"{dev.platform}:{getattr(dev, 'device_kind', '')} ({platform.processor() or platform.machine()})"
+__all__ = ["core_benchmark", "format_core"]
 
 
 def _run_core(batch: ProblemBatch, model: SlicedInitializer, repeats: int, threshold: float) -> Dict[str, float]:
@@ -133,7 +106,7 @@ def core_benchmark(
     batch = digit_pairs(bs, size=size, seed=1)
     rows.append(_run_core(batch, model, repeats, threshold))
   return {
-    "device": _device(),
+    "device": device_name(),
     "jax": jax.__version__,
     "atoms": size * size,
     "epsilon": 1e-2,
@@ -165,44 +138,3 @@ def format_core(result: Dict[str, Any]) -> str:
       f"{r['amortized_vs_sinkhorn_zeros']:.3f} |"
     )
   return "\n".join(lines)
-
-
-def _run_config_main(argv: List[str]) -> int:
-  from ottsliced.experiments import run_and_report
-
-  parser = argparse.ArgumentParser(prog="ottsliced bench CONFIG.yaml", description="run an experiment from its config")
-  parser.add_argument("config", help="a YAML file, e.g. configs/mnist_quick.yaml")
-  parser.add_argument("--out", default=None, help="results folder (default results/<config name>)")
-  parser.add_argument("--no-progress", action="store_true")
-  args = parser.parse_args(argv)
-  from ottsliced.experiments.config import ConfigError
-
-  try:
-    run_and_report(args.config, out_dir=args.out, progress=not args.no_progress)
-  except (ConfigError, FileNotFoundError) as err:
-    parser.exit(2, f"ottsliced bench: error: {err}\n")
-  return 0
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-  """``ottsliced bench core [--batch-sizes 1 256] [--repeats 5] [--json PATH]`` or ``ottsliced bench CONFIG.yaml``."""
-  argv = list(sys.argv[1:] if argv is None else argv)
-  if argv and argv[0] != "core" and not argv[0].startswith("-"):
-    return _run_config_main(argv)
-  parser = argparse.ArgumentParser(prog="ottsliced bench", description=__doc__)
-  parser.add_argument("suite", choices=["core"], help="`core`, or give a config file: ottsliced bench configs/x.yaml")
-  parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 256])
-  parser.add_argument("--size", type=positive_int, default=28, help="image side: size^2 atoms (default 28 -> 784)")
-  parser.add_argument("--repeats", type=positive_int, default=5)
-  parser.add_argument("--json", default=None, help="also write the raw numbers to this file")
-  args = parser.parse_args(argv)
-  result = core_benchmark(args.batch_sizes, size=args.size, repeats=args.repeats)
-  print(format_core(result))
-  if args.json:
-    with open(args.json, "w") as fh:
-      json.dump(result, fh, indent=2)
-  return 0
-
-
-if __name__ == "__main__":
-  raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Tests of the sphere supply-demand problems in :mod:`ottsliced.sphere`."""
+"""Tests of the sphere supply-demand problems in :mod:`ottsliced.data.sphere`."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ from ott.initializers.linear import initializers
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
-from ottsliced import sphere
+from ottsliced.data import sphere
 from ottsliced.problems import ProblemBatch
 
 

@@ -17,7 +17,8 @@ def test_demo_runs_the_shipped_mnist_config(tmp_path, monkeypatch, capsys):
   The runner itself runs end to end on every quick config (tests/experiments_test.py);
   here the demo's own plumbing runs with a stub task so the test stays cheap.
   """
-  from ottsliced import demo, experiments
+  from ottsliced import experiments
+  from ottsliced.cli import demo
 
   module, config = experiments.load_config(demo.DEMO_CONFIG)
   assert module.__name__.endswith(".mnist")

@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, U
 
 import numpy as np
 
+from ottsliced.data.pairs import pair_indices
 from ottsliced.problems import ProblemBatch
 
 __all__ = [
@@ -272,8 +273,6 @@ def palette_pairs(
     A :class:`ColorPairs` ``(batch, index)``: ``batch.x, batch.y`` ``[B, k, 3]``,
     ``batch.a, batch.b`` ``[B, k]``, ``index`` ``[B, 2]``.
   """
-  from ottsliced.data import pair_indices
-
   pals = list(palettes)
   if len(pals) < 2:
     raise ValueError(f"need at least 2 palettes to form pairs, got {len(pals)}.")

@@ -1,9 +1,9 @@
-"""Tests of the colour-transfer palettes in :mod:`ottsliced.color`."""
+"""Tests of the colour-transfer palettes in :mod:`ottsliced.data.color`."""
 
 import numpy as np
 import pytest
 
-from ottsliced import color
+from ottsliced.data import color
 from ottsliced.problems import ProblemBatch
 
 K = 24  # small palettes keep k-means fast

@@ -11,11 +11,11 @@ import argparse
 import os
 from typing import List, Optional
 
-from ottsliced.cli import positive_int
+from ottsliced.cli.args import positive_int
 
 __all__ = ["DEMO_CONFIG", "main"]
 
-DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "experiments", "demo.yaml")
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "demo.yaml")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

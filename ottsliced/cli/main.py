@@ -3,20 +3,7 @@
 import sys
 from typing import List, Optional
 
-__all__ = ["main", "positive_int"]
-
-
-def positive_int(text: str) -> int:
-  """``argparse`` type: an integer >= 1, with a message that names the fix."""
-  import argparse
-
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {value}")
-  return value
+__all__ = ["main"]
 
 
 _USAGE = """usage: ottsliced {demo,bench} [options]
@@ -36,11 +23,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
   command, rest = argv[0], argv[1:]
   if command == "demo":
-    from ottsliced import demo
+    from ottsliced.cli import demo
 
     return demo.main(rest)
   if command == "bench":
-    from ottsliced import bench
+    from ottsliced.cli import bench
 
     return bench.main(rest)
   print(f"ottsliced: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr)

@@ -12,7 +12,7 @@ from ottsliced import cli
 from ottsliced.experiments import TASKS, load_config, run_config
 from ottsliced.experiments.config import ConfigError, from_mapping
 
-CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
+CONFIGS = pathlib.Path(__file__).parents[2] / "configs"
 
 
 @dataclasses.dataclass(frozen=True)

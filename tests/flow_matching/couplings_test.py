@@ -1,0 +1,104 @@
+"""Flow-matching couplings: shapes, draws from the plan, exactness, bad arguments."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import FLOW_SOURCE, FLOW_TARGET
+
+import ottsliced as ots
+from ottsliced import flow_matching as fm
+
+
+def _kwargs(kind, flow_models):
+  return {"sinkhorn": {"epsilon": 2.0}, "ra": {"model": flow_models.ra}, "oa": {"model": flow_models.oa}}.get(kind, {})
+
+
+@pytest.fixture(scope="module")
+def batch():
+  return FLOW_SOURCE(jax.random.key(1), 16), FLOW_TARGET(jax.random.key(2), 16)
+
+
+@pytest.mark.parametrize(("kind", "sample"), list(itertools.product(fm.COUPLINGS, fm.SAMPLE_MODES)))
+def test_coupling_shapes(kind, sample, flow_models, batch):
+  x0, x1 = batch
+  pair = fm.couple(kind, x0, x1, jax.random.key(3), sample=sample, **_kwargs(kind, flow_models))
+  assert isinstance(pair, fm.Pairing)
+  for idx in pair:
+    assert idx.shape == (16,)
+    assert idx.dtype == jnp.int32
+    assert int(idx.min()) >= 0
+    assert int(idx.max()) < 16
+  if sample != "joint":  # one target per source row
+    np.testing.assert_array_equal(pair.i0, np.arange(16))
+  if kind in ("independent", "exact") and sample != "joint":  # these plans are permutations
+    assert sorted(np.asarray(pair.i1).tolist()) == list(range(16))
+
+
+@pytest.mark.parametrize("sample", ["multinomial", "joint"])
+def test_draws_follow_the_plan(sample):
+  """Empirical pair frequencies match P = exp((f + g - C) / eps) (rows or the whole plan)."""
+  rs = np.random.default_rng(0)
+  f, g = jnp.asarray(rs.normal(size=4)), jnp.asarray(rs.normal(size=5))
+  cost, eps = jnp.asarray(rs.uniform(size=(4, 5))), 0.5
+  plan = np.exp((np.asarray(f)[:, None] + np.asarray(g)[None] - np.asarray(cost)) / eps)
+  draw = jax.jit(jax.vmap(lambda k: fm.draw_pairs(k, f, g, cost, eps, sample)))
+  pairs = draw(jax.random.split(jax.random.key(0), 20_000))
+  freq = np.zeros((4, 5))
+  np.add.at(freq, (np.asarray(pairs.i0).ravel(), np.asarray(pairs.i1).ravel()), 1.0)
+  if sample == "multinomial":
+    np.testing.assert_allclose(freq / freq.sum(1, keepdims=True), plan / plan.sum(1, keepdims=True), atol=0.02)
+  else:
+    np.testing.assert_allclose(freq / freq.sum(), plan / plan.sum(), atol=0.01)
+  top = fm.draw_pairs(jax.random.key(0), f, g, cost, eps, "argmax").i1
+  np.testing.assert_array_equal(top, plan.argmax(1))
+
+
+@pytest.mark.parametrize("kind", ["sinkhorn", "ra", "oa"])
+def test_entropic_couplings_pair_closer_points(kind, flow_models, batch):
+  """Drawn pairs are closer than the independent pairing, and a new key changes the draw."""
+  x0, x1 = batch
+  kw = _kwargs(kind, flow_models)
+  draws = [fm.couple(kind, x0, x1, jax.random.key(k), **kw) for k in range(5)]
+  cost = np.mean([float(jnp.mean(jnp.sum((x0[p.i0] - x1[p.i1]) ** 2, axis=1))) for p in draws])
+  assert cost < float(jnp.mean(jnp.sum((x0 - x1) ** 2, axis=1)))
+  assert any(bool(jnp.any(p.i1 != draws[0].i1)) for p in draws[1:])
+
+
+def test_exact_is_optimal_permutation():
+  rs = np.random.default_rng(0)
+  x0, x1 = rs.normal(size=(5, 2)).astype(np.float32), rs.normal(size=(5, 2)).astype(np.float32)
+  cost = ((x0[:, None] - x1[None]) ** 2).sum(-1)
+  best = min(itertools.permutations(range(5)), key=lambda p: cost[np.arange(5), list(p)].sum())
+  perm = jax.jit(fm.exact_permutation)(jnp.asarray(x0), jnp.asarray(x1))
+  np.testing.assert_array_equal(perm, best)
+  pair = fm.couple("exact", jnp.asarray(x0), jnp.asarray(x1), jax.random.key(0))
+  np.testing.assert_array_equal(pair.i1, best)
+
+
+def test_couple_rejects_bad_arguments(batch, flow_models):
+  x0, x1 = batch
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="unknown coupling"):
+    fm.couple("emd", x0, x1, key)
+  with pytest.raises(ValueError, match="unknown sample mode"):
+    fm.couple("exact", x0, x1, key, sample="gumbel")
+  with pytest.raises(ValueError, match="needs `model`"):
+    fm.couple("ra", x0, x1, key)
+  with pytest.raises(ValueError, match="positive `epsilon`"):
+    fm.couple("sinkhorn", x0, x1, key)
+  with pytest.raises(ValueError, match="same shape"):
+    fm.couple("independent", x0, x1[:8], key)
+  with pytest.raises(ValueError, match="unknown toy"):
+    fm.sample_toy("spiral", key, 4)
+
+
+def test_model_is_a_sliced_initializer(flow_models):
+  assert isinstance(flow_models.ra, ots.SlicedInitializer)
+  assert flow_models.ra.method == "ra"
+  assert flow_models.ra.epsilon == 2.0
+  assert isinstance(flow_models.oa, ots.SlicedInitializer)
+  assert flow_models.oa.method == "oa"
+  assert flow_models.oa.epsilon == 0.1
