@@ -128,6 +128,29 @@ class ProblemBatch:
     """``(x_i [n, d], y_i [m, d])`` of pair ``i``."""
     return (self.x if self.shared_x else self.x[i]), (self.y if self.shared_y else self.y[i])
 
+  def supports(self) -> Tuple[np.ndarray, np.ndarray]:
+    """The distinct supports ``(x, y)``, for :meth:`ottsliced.SlicedInitializer.bind`.
+
+    A shared support is returned as is (``[n, d]``); per-pair supports as the
+    ``[K, n, d]`` bank of their distinct values (e.g. the three padded grids
+    of multi-resolution pairs). When both sides hold the same supports, the
+    same array is returned twice, so binding sorts them once. Needs concrete
+    arrays (call it outside ``jax.jit``).
+    """
+
+    def distinct(z):
+      if z.ndim == 2:
+        return z
+      flat = np.asarray(z).reshape(z.shape[0], -1)
+      return np.unique(flat, axis=0).reshape((-1, *z.shape[1:]))  # sorted: equal sets give equal banks
+
+    x = distinct(self.x)
+    if self.y is self.x:
+      return x, x
+    y = distinct(self.y)
+    same = x.shape == y.shape and np.array_equal(np.asarray(x), np.asarray(y))
+    return x, (x if same else y)
+
   def problem(self, i: int) -> linear_problem.LinearProblem:
     """Pair ``i`` as an OTT :class:`LinearProblem` (padding kept, zero weight)."""
     geom = self.geometry(*self.points(i))

@@ -49,6 +49,7 @@ __all__ = [
   "Centering",
   "SortedProjections",
   "batched_sliced_potentials",
+  "combined_source_potentials",
   "sliced_potentials",
   "sliced_potentials_sorted",
   "sort_projections",
@@ -65,10 +66,13 @@ class SortedProjections(NamedTuple):
   Attributes:
     values: ``[L, n]`` sorted projections.
     order: ``[L, n]`` indices such that ``values[l] = (x @ theta.T)[order[l], l]``.
+    ranks: ``[L, n]`` the inverse permutation, ``order[l][ranks[l]] = arange(n)``:
+      position of each atom in the sorted order (a gather unsorts).
   """
 
   values: jax.Array
   order: jax.Array
+  ranks: jax.Array
 
 
 def sort_projections(x: jax.Array, theta: jax.Array) -> SortedProjections:
@@ -76,21 +80,45 @@ def sort_projections(x: jax.Array, theta: jax.Array) -> SortedProjections:
 
   On a support shared by many measures (an image grid, fixed sphere locations)
   call this once and pass the result to :func:`sliced_potentials_sorted` for
-  every pair: only the weights then change.
+  every pair: only the weights then change. Sorting is the expensive part on
+  CPUs (XLA's CPU sort takes about 10 ms for ``[100, 784]``).
 
   The projection uses full float32 matmul precision (no TF32 / bf16 passes).
   """
   proj = jnp.matmul(theta, x.T, precision=jax.lax.Precision.HIGHEST)  # [L, n]
   order = jnp.argsort(proj, axis=-1)
-  return SortedProjections(jnp.take_along_axis(proj, order, axis=-1), order)
-
-
-# "scan" measured fastest on CPU (20 vs 24 ms per 784-atom pair, L=100); GPU not measured yet.
-_SEARCH_METHOD = "scan"
+  n = order.shape[-1]
+  ranks = jax.vmap(lambda o: jnp.zeros_like(o).at[o].set(jnp.arange(n, dtype=o.dtype), unique_indices=True))(order)
+  return SortedProjections(jnp.take_along_axis(proj, order, axis=-1), order, ranks)
 
 
 def _ss(sorted_arr: jax.Array, query: jax.Array, side: str = "left") -> jax.Array:
-  return jnp.searchsorted(sorted_arr, query, side=side, method=_SEARCH_METHOD)
+  return jnp.searchsorted(sorted_arr, query, side=side, method="scan")
+
+
+def _take_rows(table: jax.Array, idx: jax.Array) -> jax.Array:
+  """``table[l, idx[l, k]]`` for ``table [L, m]``, ``idx [L, k]``, as one flat gather (faster on CPU)."""
+  num, m = table.shape
+  return table.reshape(-1)[idx + (jnp.arange(num, dtype=idx.dtype) * m)[:, None]]
+
+
+def _count_below(levels: jax.Array, queries: jax.Array) -> jax.Array:
+  """``#{j: levels[l, j] < queries[l, k]}`` per row, for rows of ``levels [L, m]`` sorted ascending.
+
+  Branchless binary lifting, ``ceil(log2(m + 1))`` flat gathers: 3.7x faster on the CPU
+  than ``vmap(jnp.searchsorted)`` for ``[100, 784]`` (0.45 vs 1.67 ms).
+  """
+  num, m = levels.shape
+  flat = levels.reshape(-1)
+  offset = (jnp.arange(num, dtype=jnp.int32) * m)[:, None]
+  pos = jnp.zeros(queries.shape, jnp.int32)
+  step = 1 << (m.bit_length() - 1)  # largest power of two <= m
+  while step >= 1:
+    cand = pos + step
+    below = flat[offset + jnp.minimum(cand - 1, m - 1)] < queries
+    pos = jnp.where((cand <= m) & below, cand, pos)
+    step //= 2
+  return pos
 
 
 def _sq(u: jax.Array) -> jax.Array:
@@ -107,10 +135,25 @@ def _next_positive(w: jax.Array) -> jax.Array:
   return jnp.concatenate([nxt, last[None]])
 
 
+def _quantize(w: jax.Array) -> jax.Array:
+  """Weights ``[..., k]`` as integer-valued floats summing to about ``2^p`` (``p`` mantissa bits).
+
+  Every partial sum of them is an integer below ``2^(p+1)``, exact in the float type, so
+  cumulative levels are exact in any summation order: monotone, equal where the weights
+  make them equal, and cheap to compute with an associative scan.
+  """
+  scale = float(2 ** jnp.finfo(w.dtype).nmant)
+  return jnp.round(w * (scale / jnp.sum(w, axis=-1, keepdims=True)))
+
+
+def _levels(q: jax.Array) -> jax.Array:
+  """Exact normalised cumulative levels of quantized weights ``[..., k]``; the last is exactly 1."""
+  c = jax.lax.associative_scan(jnp.add, q, axis=-1)
+  return c / c[..., -1:]
+
+
 def _cdf(w: jax.Array) -> jax.Array:
-  c = jnp.cumsum(w)
-  c = c / c[-1]
-  return c.at[-1].set(1.0)
+  return _levels(_quantize(w))
 
 
 def _one_slice(s, a, t, b, centering: str) -> Tuple[jax.Array, jax.Array]:
@@ -167,10 +210,6 @@ def _one_slice(s, a, t, b, centering: str) -> Tuple[jax.Array, jax.Array]:
   return phi - shift, psi + shift
 
 
-def _unsort(values: jax.Array, order: jax.Array) -> jax.Array:
-  return jnp.zeros_like(values).at[order].set(values, unique_indices=True)
-
-
 def _check_centering(centering: str) -> None:
   if centering not in _CENTERINGS:
     raise ValueError(f"`centering` must be one of {_CENTERINGS}, got {centering!r}.")
@@ -200,20 +239,35 @@ def sliced_potentials_sorted(
   b_sorted = b[py.order]  # [L, m]
   one = jax.vmap(lambda s, aa, t, bb: _one_slice(s, aa, t, bb, centering))
   phi, psi = one(px.values, a_sorted, py.values, b_sorted)
-  phi = jax.vmap(_unsort)(phi, px.order)
-  psi = jax.vmap(_unsort)(psi, py.order)
-  return phi.T, psi.T
+  return _take_rows(phi, px.ranks).T, _take_rows(psi, py.ranks).T
 
 
-def _source_slice(s, a, t, b, centering: str) -> jax.Array:
-  """``phi`` of one 1-D problem in sorted order, exact on positive-weight sources only."""
-  A, B = _cdf(a), _cdf(b)
-  # Same staircase as _one_slice: J_i = #{j < m-1: B_j < A_i}; no target side, no zero-weight pass.
-  J = jnp.minimum(_ss(B, A[:-1], side="left"), t.shape[0] - 1)
-  dphi = (s[1:] - s[:-1]) * (s[1:] + s[:-1] - 2.0 * t[J])
-  phi = jnp.concatenate([jnp.zeros((1,), s.dtype), jnp.cumsum(dphi)])
-  if centering == "weighted":
-    return phi - jnp.sum(a * phi) / jnp.sum(a)
+def _source_rows(
+  px: SortedProjections, py: SortedProjections, a: jax.Array, b: jax.Array, center: bool = True
+) -> jax.Array:
+  r"""``phi`` in sorted order, ``[L, n]``, in the staircase gauge, exact on positive-weight sources.
+
+  All ``L`` slices at once on ``[L, n]`` arrays: weights quantized once (not per
+  slice), gathered in each slice's order, exact levels by an associative scan,
+  the staircase column ``J_i = #{j < m-1: B_j < A_i}`` by :func:`_count_below`.
+  The increments telescope: :math:`\varphi_r=s_r^2-s_0^2-2\sum_{k<r}(s_{k+1}-s_k)t_{J_k}`,
+  so only the second term is accumulated (fewer rounding errors, and a padded
+  atom that splits an increment changes the sum by rounding only). With
+  ``center``, the ``a``-weighted mean of each slice is removed: the gauge then
+  sits on the support, not on the leftmost atom, which may be a far-away padded
+  one whose large constant would cost float32 digits.
+  """
+  s, t = px.values, py.values
+  qa = _quantize(a)[px.order]
+  A = _levels(qa)
+  B = _levels(_quantize(b)[py.order])
+  J = jnp.minimum(_count_below(B, A[:, :-1]), t.shape[-1] - 1)
+  transported = (s[:, 1:] - s[:, :-1]) * _take_rows(t, J)
+  zero = jnp.zeros(s.shape[:-1] + (1,), s.dtype)
+  cross = jnp.concatenate([zero, jax.lax.associative_scan(jnp.add, transported, axis=-1)], axis=-1)
+  phi = (s * s - s[:, :1] * s[:, :1]) - 2.0 * cross
+  if center:
+    phi = phi - jnp.sum(qa * phi, axis=-1, keepdims=True) / jnp.sum(qa, axis=-1, keepdims=True)
   return phi
 
 
@@ -246,9 +300,34 @@ def source_potentials_sorted(
   """
   if centering not in ("weighted", "none"):
     raise ValueError(f"source_potentials_sorted supports centering 'weighted' or 'none', got {centering!r}.")
-  one = jax.vmap(lambda s, aa, t, bb: _source_slice(s, aa, t, bb, centering))
-  phi = one(px.values, a[px.order], py.values, b[py.order])
-  return jax.vmap(_unsort)(phi, px.order).T
+  return _take_rows(_source_rows(px, py, a, b, center=centering == "weighted"), px.ranks).T  # [n, L]
+
+
+def combined_source_potentials(
+  px: SortedProjections, py: SortedProjections, a: jax.Array, b: jax.Array, coef: jax.Array
+) -> jax.Array:
+  r""":math:`\sum_\ell c_\ell\varphi_\ell` ``[n]`` without forming the ``[n, L]`` features.
+
+  The prediction path of a linear model: ``source_potentials_sorted(px, py, a, b)
+  @ coef`` on every positive-weight atom (``"weighted"`` centring), up to float
+  rounding, in one pass over ``[L, n]`` arrays and one gather back to atom order.
+  With any other centring of the features the result differs by a constant, a
+  gauge that neither the plan nor a Sinkhorn warm start sees. Zero-weight atoms
+  get finite values that are not dual values; mask them. Target-side potentials :math:`\sum_\ell c_\ell\psi_\ell`
+  are the source potentials of the swapped problem, ``(py, px, b, a)``, up to a
+  constant.
+
+  Args:
+    px: sorted source projections, ``values [L, n]``.
+    py: sorted target projections, ``values [L, m]``.
+    a: source weights ``[n]``.
+    b: target weights ``[m]``.
+    coef: ``[L]`` coefficients.
+
+  Returns:
+    ``[n]``.
+  """
+  return jnp.sum(coef[:, None] * _take_rows(_source_rows(px, py, a, b), px.ranks), axis=0)
 
 
 def sliced_potentials(

@@ -9,7 +9,7 @@ import numpy as np
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
-from ottsliced import _validation, sharding, sliced
+from ottsliced import _validation, batching, sharding
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch
 
@@ -148,10 +148,8 @@ def _c_transforms(
   return out.set_cost(prob, lse_mode=True, use_danskin=True).set(ot_prob=prob), predicted, solved
 
 
-def _predict_and_solve(prob, initializer, phi, psi, threshold, refine_iterations, two_sided, fallback, fallback_iters):
-  a, b, eps = prob.a, prob.b, prob.geom.epsilon
-  fell_back = ~initializer.is_finite_prediction(initializer.raw_potential(phi, a, eps), a)
-  f, g = initializer.potentials_from_features(phi, psi, a, b, eps)
+def _predict_and_solve(prob, initializer, px, py, threshold, refine_iterations, two_sided, fallback, fallback_iters):
+  f, g, fell_back = initializer.predict_from_projections(px, py, prob.a, prob.b, prob.geom.epsilon)
   out, predicted, solved = _c_transforms(prob, f, g, refine_iterations, two_sided, threshold, fallback, fallback_iters)
   return out, AmortizedInfo(fell_back, predicted, solved)
 
@@ -165,10 +163,9 @@ def _amortized_solve(
 ):
   x, y = prob.geom.x, prob.geom.y
   initializer._check_problem(x, y, prob.geom.epsilon)  # noqa: SLF001  (shapes; values checked outside jit)
-  px, py = sliced.sort_projections(x, initializer.theta), sliced.sort_projections(y, initializer.theta)
-  phi, psi = initializer.features(px, py, prob.a, prob.b)
+  px, py = initializer.projections(x, y)  # bound supports are not sorted again
   return _predict_and_solve(
-    prob, initializer, phi, psi, threshold, refine_iterations, two_sided, fallback_threshold, fallback_max_iterations
+    prob, initializer, px, py, threshold, refine_iterations, two_sided, fallback_threshold, fallback_max_iterations
   )
 
 
@@ -250,8 +247,15 @@ def _check_solve_args(refine_iterations: int, fallback_threshold: Optional[float
     raise ValueError(f"`fallback_max_iterations` must be >= 1, got {fallback_iters}.")
 
 
-@functools.partial(jax.jit, static_argnames=("solver_kwargs",))
-def _solve_batch(batch: ProblemBatch, initializer: Any, threshold: Any, solver_kwargs: Tuple[Tuple[str, Any], ...]):
+@functools.partial(jax.jit, static_argnames=("solver_kwargs", "strategy", "chunk_size"))
+def _solve_batch(
+  batch: ProblemBatch,
+  initializer: Any,
+  threshold: Any,
+  solver_kwargs: Tuple[Tuple[str, Any], ...],
+  strategy: str,
+  chunk_size: Optional[int],
+):
   # `threshold` is a pytree child of OTT's Sinkhorn, so it is traced: a new value does not recompile.
   solver = sinkhorn.Sinkhorn(initializer=initializer, threshold=threshold, **dict(solver_kwargs))
 
@@ -260,7 +264,8 @@ def _solve_batch(batch: ProblemBatch, initializer: Any, threshold: Any, solver_k
     return solver(linear_problem.LinearProblem(geom, a, b))
 
   ax, ay = batch.point_axes
-  return jax.vmap(one, in_axes=(ax, ay, 0, 0))(batch.x, batch.y, batch.a, batch.b)
+  args = (batch.x, batch.y, batch.a, batch.b)
+  return batching.over_pairs(one, args, (ax, ay, 0, 0), strategy=strategy, chunk_size=chunk_size)
 
 
 def _check_batch(batch: Any, initializer: Any) -> None:
@@ -277,19 +282,29 @@ def solve_batch(
   initializer: Any = None,
   *,
   mesh: Optional[jax.sharding.Mesh] = None,
+  strategy: batching.Strategy = "auto",
+  chunk_size: Optional[int] = None,
   **sinkhorn_kwargs: Any,
 ) -> sinkhorn.SinkhornOutput:
-  """OTT Sinkhorn on every pair of ``batch``, vmapped and jit-compiled.
+  """OTT Sinkhorn on every pair of ``batch``, jit-compiled, each pair stopping at its own iteration count.
 
   Args:
     batch: the problems.
     initializer: any OTT Sinkhorn initializer (``None``: zeros). A
       :class:`SlicedInitializer` is a traced argument: a new ``alpha`` does
-      not recompile.
+      not recompile; bind it to a shared support (:meth:`SlicedInitializer.bind`)
+      so that the support is not sorted on every call.
     mesh: devices to split the pairs over (:func:`ottsliced.sharding.pair_mesh`).
       ``None``: all devices when there are several, else (or when called
       inside your own ``jax.jit``) the plain single-device path. The results
       do not depend on it, up to float rounding (see ``docs/scaling.md``).
+    strategy: how the pairs run (:func:`ottsliced.batching.over_pairs`):
+      ``"map"`` one pair (or ``chunk_size`` pairs) after another, each stopping
+      at its own iteration count (the CPU default: 3-4x faster per pair there);
+      ``"vmap"`` all at once, until the slowest pair stops (the accelerator
+      default; a split over devices always uses it). The potentials and
+      iteration counts do not depend on it.
+    chunk_size: pairs per step of ``"map"`` (default one).
     sinkhorn_kwargs: passed to :class:`ott.solvers.linear.sinkhorn.Sinkhorn`,
       e.g. ``threshold`` (traced: a new value reuses the compiled solver;
       OTT's default 1e-3), ``inner_iterations``, ``max_iterations`` (static:
@@ -301,35 +316,50 @@ def solve_batch(
     property sums over the batch).
   """
   _check_batch(batch, initializer)
+  strategy = batching.resolve_strategy(strategy)
   threshold = jnp.asarray(sinkhorn_kwargs.pop("threshold", 1e-3), dtype=batch.a.dtype)
   kwargs = tuple(sorted(sinkhorn_kwargs.items()))
   mesh = sharding.default_mesh(mesh, batch)
   if mesh is None:
-    return _solve_batch(batch, initializer, threshold, kwargs)
+    return _solve_batch(batch, initializer, threshold, kwargs, strategy, chunk_size)
   sharded, num = sharding.shard_batch(batch, mesh)
-  out = _solve_batch(sharded, sharding.replicate(initializer, mesh), sharding.replicate(threshold, mesh), kwargs)
+  initializer, threshold = sharding.replicate((initializer, threshold), mesh)
+  out = _solve_batch(sharded, initializer, threshold, kwargs, "vmap", None)
   return sharding.trim_pairs(out, num)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "strategy", "chunk_size"))
 def _amortized_solve_batch(
-  batch, initializer, threshold, fallback_threshold, refine_iterations, two_sided, fallback_max_iterations
+  batch,
+  initializer,
+  threshold,
+  fallback_threshold,
+  refine_iterations,
+  two_sided,
+  fallback_max_iterations,
+  strategy,
+  chunk_size,
 ):
-  theta = initializer.theta
-  sort = lambda z: sliced.sort_projections(z, theta)  # noqa: E731
-  ax, ay = batch.point_axes
-  # Shared supports are projected and sorted once for the whole batch.
-  px = sort(batch.x) if batch.shared_x else jax.vmap(sort)(batch.x)
-  py = sort(batch.y) if batch.shared_y else jax.vmap(sort)(batch.y)
+  # Shared supports: looked up (bound) or sorted once for the batch; per-pair ones in the pair's own step,
+  # where a bound bank of supports is looked up without sorting.
+  shared = None
+  if batch.shared_x and batch.shared_y:
+    shared = initializer.projections(batch.x, batch.y)
+  elif batch.shared_x or batch.shared_y:
+    shared = (
+      initializer.side_projections("x", batch.x) if batch.shared_x else None,
+      initializer.side_projections("y", batch.y) if batch.shared_y else None,
+    )
 
-  def one(x, y, px, py, a, b):
-    phi, psi = initializer.features(px, py, a, b)
+  def one(x, y, a, b):
+    px = shared[0] if batch.shared_x else initializer.side_projections("x", x)
+    py = shared[1] if batch.shared_y else initializer.side_projections("y", y)
     prob = linear_problem.LinearProblem(batch.geometry(x, y), a, b)
     return _predict_and_solve(
       prob,
       initializer,
-      phi,
-      psi,
+      px,
+      py,
       threshold,
       refine_iterations,
       two_sided,
@@ -337,7 +367,9 @@ def _amortized_solve_batch(
       fallback_max_iterations,
     )
 
-  return jax.vmap(one, in_axes=(ax, ay, ax, ay, 0, 0))(batch.x, batch.y, px, py, batch.a, batch.b)
+  ax, ay = batch.point_axes
+  args = (batch.x, batch.y, batch.a, batch.b)
+  return batching.over_pairs(one, args, (ax, ay, 0, 0), strategy=strategy, chunk_size=chunk_size)
 
 
 def amortized_solve_batch(
@@ -351,10 +383,13 @@ def amortized_solve_batch(
   fallback_max_iterations: int = 10_000,
   return_info: bool = False,
   mesh: Optional[jax.sharding.Mesh] = None,
+  strategy: batching.Strategy = "auto",
+  chunk_size: Optional[int] = None,
 ) -> Union[sinkhorn.SinkhornOutput, Tuple[sinkhorn.SinkhornOutput, AmortizedInfo]]:
-  """:func:`amortized_solve` on every pair of ``batch`` (vmapped, jit-compiled).
+  """:func:`amortized_solve` on every pair of ``batch`` (jit-compiled; ``strategy`` as in :func:`solve_batch`).
 
-  A support shared by all pairs is projected and sorted once for the batch.
+  A support shared by all pairs is projected and sorted once for the batch,
+  and not at all when the model is bound to it (:meth:`SlicedInitializer.bind`).
   Returns a batched ``SinkhornOutput`` (and, with ``return_info``, an
   :class:`AmortizedInfo` of ``[B]`` arrays: ``info.fell_back.sum()`` is the
   number of pairs whose prediction fell back to zeros).
@@ -368,10 +403,12 @@ def amortized_solve_batch(
     raise ValueError(f"`initializer` must be a SlicedInitializer, got {type(initializer).__name__}.")
   _check_batch(batch, initializer)
   _check_solve_args(refine_iterations, fallback_threshold, fallback_max_iterations)
+  strategy = batching.resolve_strategy(strategy)
   mesh, num = sharding.default_mesh(mesh, batch), None
   if mesh is not None:
     batch, num = sharding.shard_batch(batch, mesh)
     initializer, threshold, fallback_threshold = sharding.replicate((initializer, threshold, fallback_threshold), mesh)
+    strategy, chunk_size = "vmap", None
   out, info = _amortized_solve_batch(
     batch,
     initializer,
@@ -380,6 +417,8 @@ def amortized_solve_batch(
     int(refine_iterations),
     bool(two_sided),
     int(fallback_max_iterations),
+    strategy,
+    chunk_size,
   )
   if num is not None:
     out, info = sharding.trim_pairs((out, info), num)

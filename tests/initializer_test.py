@@ -151,3 +151,90 @@ class TestStorage:
     (tmp_path / "text.npz").write_text("hello")
     with pytest.raises(ValueError, match="not a readable"):
       ots.SlicedInitializer.load(tmp_path / "text.npz")
+
+
+class TestBoundSupports:
+  """`model.bind(support)`: projections sorted once and reused; clear errors; never silently wrong."""
+
+  def test_bound_predictions_equal_unbound(self, ra_model, digits_test):
+    bound = ra_model.bind(digits_test.x)
+    assert bound.support.py is bound.support.px  # x is y: sorted once
+    for k in range(3):
+      prob = _problem(digits_test, k)
+      np.testing.assert_allclose(
+        bound.init_fu(prob, lse_mode=True), ra_model.init_fu(prob, lse_mode=True), rtol=1e-5, atol=1e-6
+      )
+    plain = ots.amortized_solve_batch(digits_test.take(slice(0, 4)), ra_model)
+    fast = ots.amortized_solve_batch(digits_test.take(slice(0, 4)), bound)
+    np.testing.assert_allclose(fast.f, plain.f, rtol=1e-5, atol=1e-6)
+
+  def test_closed_over_inside_jit_compiles_no_sort(self, ra_model, digits_test):
+    """The common user pattern: a constant grid and a model closed over in jit(vmap(...))."""
+    grid, eps = digits_test.x, digits_test.epsilon
+
+    def hlo(model):
+      def solve(a, b):
+        prob = linear_problem.LinearProblem(pointcloud.PointCloud(grid, grid, epsilon=eps), a, b)
+        return sinkhorn.Sinkhorn(initializer=model, max_iterations=20)(prob).f
+
+      return jax.jit(jax.vmap(solve)).lower(digits_test.a[:2], digits_test.b[:2]).as_text()
+
+    assert "stablehlo.sort" in hlo(ra_model)
+    assert "stablehlo.sort" not in hlo(ra_model.bind(grid))
+
+  def test_traced_support_uses_bound_projections_or_sorts(self, ra_model, digits_test):
+    bound = ra_model.bind(digits_test.x)
+    prob = _problem(digits_test)
+    predict = jax.jit(lambda m, x, a, b: m.predict(x, x, a, b, digits_test.epsilon)[0])
+    np.testing.assert_allclose(
+      predict(bound, digits_test.x, prob.a, prob.b), ra_model.init_fu(prob, lse_mode=True), rtol=1e-5, atol=1e-6
+    )
+    other = digits_test.x[::-1]  # same shape, other support: sorted, not looked up
+    np.testing.assert_allclose(
+      predict(bound, other, prob.a, prob.b), predict(ra_model, other, prob.a, prob.b), rtol=1e-5, atol=1e-6
+    )
+
+  def test_new_alpha_does_not_retrace(self, ra_model, digits_test):
+    bound = ra_model.bind(digits_test.x)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def predict(model, a, b):
+      return model.predict(digits_test.x, digits_test.y, a, b, digits_test.epsilon)[0]
+
+    f1 = predict(bound, digits_test.a[0], digits_test.b[0])
+    f2 = predict(bound.replace(alpha=bound.alpha * 0.5), digits_test.a[0], digits_test.b[0])
+    assert not np.allclose(f1, f2)
+
+  def test_bank_of_supports(self, ra_model):
+    """Multi-resolution pairs: a few padded grids bound at once, each pair looks its own up."""
+    from ottsliced.data import load_digits, multires_pairs
+
+    pairs = multires_pairs(load_digits(), 6, sizes=(4, 6, 8), epsilon=1e-2, seed=0).batch
+    x, y = pairs.supports()
+    assert x.shape[0] > 1
+    assert x is y
+    bound = ra_model.bind(x, y)
+    plain = ots.amortized_solve_batch(pairs, ra_model)
+    fast = ots.amortized_solve_batch(pairs, bound)
+    for k in range(pairs.num_pairs):
+      mask = pairs.a[k] > 0
+      np.testing.assert_allclose(fast.f[k][mask], plain.f[k][mask], rtol=1e-5, atol=1e-6)
+
+  def test_wrong_support_errors(self, ra_model, digits_test):
+    bound = ra_model.bind(digits_test.x)
+    with pytest.raises(ValueError, match="shape"):
+      bound.predict(digits_test.x[:10], digits_test.x[:10], digits_test.a[0, :10], digits_test.b[0, :10], 1e-2)
+    with pytest.raises(ValueError, match="none of the 1 support"):
+      bound.predict(digits_test.x + 1.0, digits_test.x + 1.0, digits_test.a[0], digits_test.b[0], 1e-2)
+    with pytest.raises(ValueError, match="dimension 3"):
+      ra_model.bind(jnp.ones((5, 3)))
+    assert ra_model.bind(digits_test.x).unbind().support is None
+
+  def test_one_side_bound(self, ra_model, digits_test):
+    bound = ra_model.bind(None, digits_test.y)
+    assert bound.support.x is None
+    prob = _problem(digits_test)
+    np.testing.assert_allclose(
+      bound.init_fu(prob, lse_mode=True), ra_model.init_fu(prob, lse_mode=True), rtol=1e-5, atol=1e-6
+    )

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_measure
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ott.geometry import pointcloud
@@ -216,3 +217,37 @@ class TestInputs:
   def test_bad_centering(self):
     with pytest.raises(ValueError, match="centering"):
       ots.sliced_potentials(np.zeros((3, 2)), np.ones((2, 2)), np.ones(3), np.ones(2), np.eye(2), centering="median")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+  n=st.integers(1, 40),
+  m=st.integers(1, 40),
+  seed=st.integers(0, 10_000),
+  zero_frac=st.sampled_from([0.0, 0.3, 0.7]),
+  ties=st.booleans(),
+)
+def test_combined_source_potentials_equal_features_times_coefficients(x64, n, m, seed, zero_frac, ties):
+  """The prediction path equals the features times the coefficients on positive-weight atoms, exactly."""
+  rs = np.random.default_rng(seed)
+  x, a = random_measure(rs, n, 2, zero_frac)
+  y, b = random_measure(rs, m, 2, zero_frac)
+  if ties:  # repeated points and repeated cumulative levels
+    x[1::2] = x[0]
+    a = np.where(a > 0, 1.0 / max(1, (a > 0).sum()), 0.0)
+  theta = ots.directions(jax.random.key(seed), 2, 7)
+  coef = jnp.asarray(rs.normal(size=7))
+  px, py = sliced.sort_projections(jnp.asarray(x), theta), sliced.sort_projections(jnp.asarray(y), theta)
+  fast = sliced.combined_source_potentials(px, py, a, b, coef)
+  phi, _ = sliced.sliced_potentials_sorted(px, py, a, b, "weighted")
+  np.testing.assert_allclose(fast[a > 0], (phi @ coef)[a > 0], atol=1e-10)
+
+
+def test_sorted_projections_ranks_invert_the_order():
+  theta = ots.directions(jax.random.key(0), 3, 5)
+  x = jax.random.normal(jax.random.key(1), (50, 3))
+  p = sliced.sort_projections(x, theta)
+  np.testing.assert_array_equal(
+    jnp.take_along_axis(p.order, p.ranks, axis=-1), jnp.broadcast_to(jnp.arange(50), (5, 50))
+  )
+  np.testing.assert_allclose(jnp.take_along_axis(p.values, p.ranks, axis=-1), theta @ x.T, rtol=1e-6)
