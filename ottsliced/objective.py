@@ -123,7 +123,7 @@ def _load_checkpoint(path, config, opt_state_template):
 def fit_oa(
   problems: Any,
   *,
-  num_projections: int = 100,
+  num_projections: int = 32,
   steps: int = 5000,
   learning_rate: float = 1e-3,
   batch_size: int = 1,

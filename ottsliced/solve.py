@@ -6,12 +6,13 @@ from typing import Any, NamedTuple, Optional, Tuple, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ott.geometry import epsilon_scheduler
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
 from ottsliced import _validation, batching, sharding
 from ottsliced.initializer import SlicedInitializer
-from ottsliced.problems import ProblemBatch
+from ottsliced.problems import ProblemBatch, make_geometry
 
 __all__ = [
   "AmortizedInfo",
@@ -247,20 +248,36 @@ def _check_solve_args(refine_iterations: int, fallback_threshold: Optional[float
     raise ValueError(f"`fallback_max_iterations` must be >= 1, got {fallback_iters}.")
 
 
-@functools.partial(jax.jit, static_argnames=("solver_kwargs", "strategy", "chunk_size"))
+class _Static:
+  """A static jit argument compared by ``repr``: OTT's acceleration dataclasses are not hashable."""
+
+  def __init__(self, value: Any):
+    self.value = value
+
+  def __eq__(self, other: Any) -> bool:
+    return isinstance(other, _Static) and repr(self.value) == repr(other.value)
+
+  def __hash__(self) -> int:
+    return hash(repr(self.value))
+
+
+@functools.partial(jax.jit, static_argnames=("solver_kwargs", "epsilon_scaling", "strategy", "chunk_size"))
 def _solve_batch(
   batch: ProblemBatch,
   initializer: Any,
   threshold: Any,
-  solver_kwargs: Tuple[Tuple[str, Any], ...],
+  solver_kwargs: Tuple[Tuple[str, _Static], ...],
+  epsilon_scaling: Optional[Tuple[float, float]],
   strategy: str,
   chunk_size: Optional[int],
 ):
   # `threshold` is a pytree child of OTT's Sinkhorn, so it is traced: a new value does not recompile.
-  solver = sinkhorn.Sinkhorn(initializer=initializer, threshold=threshold, **dict(solver_kwargs))
+  kwargs = {k: v.value for k, v in solver_kwargs}
+  solver = sinkhorn.Sinkhorn(initializer=initializer, threshold=threshold, **kwargs)
+  epsilon = batch.epsilon if epsilon_scaling is None else epsilon_scheduler.Epsilon(batch.epsilon, *epsilon_scaling)
 
   def one(x, y, a, b):
-    geom = batch.geometry(x, y)
+    geom = make_geometry(x, y, epsilon, batch.cost_fn, batch.online_batch_size)
     return solver(linear_problem.LinearProblem(geom, a, b))
 
   ax, ay = batch.point_axes
@@ -284,6 +301,7 @@ def solve_batch(
   mesh: Optional[jax.sharding.Mesh] = None,
   strategy: batching.Strategy = "auto",
   chunk_size: Optional[int] = None,
+  epsilon_scaling: Optional[Tuple[float, float]] = None,
   **sinkhorn_kwargs: Any,
 ) -> sinkhorn.SinkhornOutput:
   """OTT Sinkhorn on every pair of ``batch``, jit-compiled, each pair stopping at its own iteration count.
@@ -305,10 +323,14 @@ def solve_batch(
       default; a split over devices always uses it). The potentials and
       iteration counts do not depend on it.
     chunk_size: pairs per step of ``"map"`` (default one).
+    epsilon_scaling: ``(init, decay)``: OTT's epsilon scaling, iteration
+      ``k`` runs at ``max(init * decay**k, 1) * epsilon``
+      (:class:`ott.geometry.epsilon_scheduler.Epsilon`); ``None``: fixed epsilon.
     sinkhorn_kwargs: passed to :class:`ott.solvers.linear.sinkhorn.Sinkhorn`,
       e.g. ``threshold`` (traced: a new value reuses the compiled solver;
-      OTT's default 1e-3), ``inner_iterations``, ``max_iterations`` (static:
-      a new value recompiles).
+      OTT's default 1e-3), ``inner_iterations``, ``max_iterations``,
+      ``anderson=AndersonAcceleration(memory=2)``, ``momentum=Momentum(value=1.5)``
+      (static: a new value recompiles).
 
   Returns:
     A batched ``SinkhornOutput`` (leading axis ``B`` on every array). Count
@@ -318,13 +340,18 @@ def solve_batch(
   _check_batch(batch, initializer)
   strategy = batching.resolve_strategy(strategy)
   threshold = jnp.asarray(sinkhorn_kwargs.pop("threshold", 1e-3), dtype=batch.a.dtype)
-  kwargs = tuple(sorted(sinkhorn_kwargs.items()))
+  kwargs = tuple(sorted((k, _Static(v)) for k, v in sinkhorn_kwargs.items()))
+  if epsilon_scaling is not None:
+    init, decay = (float(v) for v in epsilon_scaling)
+    if not (init >= 1.0 and 0.0 < decay <= 1.0):
+      raise ValueError(f"`epsilon_scaling` must be (init >= 1, 0 < decay <= 1), got {epsilon_scaling}.")
+    epsilon_scaling = (init, decay)
   mesh = sharding.default_mesh(mesh, batch)
   if mesh is None:
-    return _solve_batch(batch, initializer, threshold, kwargs, strategy, chunk_size)
+    return _solve_batch(batch, initializer, threshold, kwargs, epsilon_scaling, strategy, chunk_size)
   sharded, num = sharding.shard_batch(batch, mesh)
   initializer, threshold = sharding.replicate((initializer, threshold), mesh)
-  out = _solve_batch(sharded, initializer, threshold, kwargs, "vmap", None)
+  out = _solve_batch(sharded, initializer, threshold, kwargs, epsilon_scaling, "vmap", None)
   return sharding.trim_pairs(out, num)
 
 

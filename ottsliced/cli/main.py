@@ -9,7 +9,7 @@ __all__ = ["main"]
 _USAGE = """usage: ottsliced {demo,bench} [options]
 
   demo          the MNIST task at demo size: RA-OT and OA-OT against every baseline
-  bench core    time sliced features and amortized plans against Sinkhorn iterations
+  bench core    the throughput task at a small size: sliced features, amortized plans, Sinkhorn
   bench FILE    run an experiment from its YAML config, e.g. configs/mnist_quick.yaml
 
 Run `ottsliced demo --help` or `ottsliced bench --help` for options."""

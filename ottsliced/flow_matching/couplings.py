@@ -11,7 +11,7 @@ and return index arrays ``(i0, i1)``; the flow-matching pairs are
 - ``"sinkhorn"``: OTT's Sinkhorn at a stated epsilon.
 - ``"ra"`` / ``"oa"``: a fitted :class:`~ottsliced.SlicedInitializer` (RA-OT or
   OA-OT, fitted once on a few mini-batches by :func:`fit_flow_couplings`), then
-  :func:`ottsliced.amortized_solve_batch` (prediction, two c-transforms and
+  the amortized plan of :func:`ottsliced.amortized_solve` (prediction, two c-transforms and
   ``refine_iterations`` Sinkhorn iterations) gives ``(f, g)`` and the plan
   :math:`P_{ij}=\exp((f_i+g_j-C_{ij})/\varepsilon)` (OTT's
   ``transport_from_potentials``).
@@ -39,7 +39,7 @@ from ottsliced.initializer import SlicedInitializer
 from ottsliced.objective import fit_oa
 from ottsliced.problems import ProblemBatch
 from ottsliced.regression import fit_ra
-from ottsliced.solve import amortized_solve_batch
+from ottsliced.solve import sinkhorn_sweeps
 
 __all__ = [
   "COUPLINGS",
@@ -142,12 +142,18 @@ def draw_pairs(key: jax.Array, f: jax.Array, g: jax.Array, cost: jax.Array, epsi
 
 
 def _amortized_potentials(x0, x1, model, refine_iterations):
+  """The amortized plan's potentials, lean: prediction, ``g = T_b f``, ``f = T_a g``, then the sweeps.
+
+  The same potentials as :func:`ottsliced.amortized_solve` (uniform weights), without the marginal-error
+  check and the transport cost that a coupling step does not use.
+  """
   n, m = x0.shape[0], x1.shape[0]
-  a = jnp.full((1, n), 1.0 / n, x0.dtype)
-  b = jnp.full((1, m), 1.0 / m, x1.dtype)
-  batch = ProblemBatch(x0[None], x1[None], a, b, model.epsilon)
-  out = amortized_solve_batch(batch, model, refine_iterations=refine_iterations)
-  return out.f[0], out.g[0]
+  a, b = jnp.full(n, 1.0 / n, x0.dtype), jnp.full(m, 1.0 / m, x1.dtype)
+  geom = pointcloud.PointCloud(x0, x1, epsilon=model.epsilon)
+  f, _, _ = model.predict_from_projections(*model.projections(x0, x1), a, b, model.epsilon)
+  g = geom.update_potential(f, jnp.zeros_like(b), jnp.log(b), axis=0)
+  f = geom.update_potential(jnp.zeros_like(a), g, jnp.log(a), axis=1)
+  return sinkhorn_sweeps(geom, a, b, f, g, refine_iterations)
 
 
 def _sinkhorn_potentials(x0, x1, epsilon, threshold, max_iterations):
@@ -279,7 +285,7 @@ def fit_flow_couplings(
   *,
   num_batches: int = 50,
   batch_size: int = 512,
-  num_projections: int = 100,
+  num_projections: int = 32,
   ra_epsilon: Optional[float] = 2.0,
   ridge: float = 1e-3,
   ra_threshold: float = 1e-5,

@@ -41,13 +41,15 @@ def test_demo_runs_the_shipped_mnist_config(tmp_path, monkeypatch, capsys):
 
 
 def test_bench_core_small(tmp_path, capsys):
+  """`bench core` is the throughput task on the packaged config, sized from the command line."""
   path = tmp_path / "bench.json"
-  assert cli.main(["bench", "core", "--batch-sizes", "2", "--size", "8", "--repeats", "1", "--json", str(path)]) == 0
-  assert "features + predict in iterations" in capsys.readouterr().out
-  row = json.loads(path.read_text())["rows"][0]
-  assert row["batch"] == 2
-  assert row["features_ms"] > 0
-  assert row["iters_ra_mean"] <= row["iters_zeros_mean"]
+  argv = ["bench", "core", "--batch-sizes", "2", "--size", "8", "--repeats", "1", "--json", str(path)]
+  assert cli.main([*argv, "--out", str(tmp_path / "core"), "--no-progress"]) == 0
+  assert "c-transform (floor)" in capsys.readouterr().out
+  (row,) = json.loads(path.read_text())["rows"]
+  assert (row["n"], row["B"]) == (64, 2)
+  assert row["features_us"] > 0
+  assert row["sinkhorn_ra_iters"]["mean"] <= row["sinkhorn_zeros_iters"]["mean"]
 
 
 def test_bad_arguments_exit_with_a_message(capsys):

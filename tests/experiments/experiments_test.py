@@ -115,6 +115,21 @@ def test_quick_config_end_to_end(task, tmp_path):
     assert np.mean(methods[name]["plan"]["rmse"]) < indep
     assert np.all(np.isfinite(methods[name]["plan"]["rmse"]))
   assert metrics["reference"]["converged"] == metrics["num_test"]
+  # Speed: every start with plain Sinkhorn, the accelerated solvers from zeros and RA-OT, every cell timed.
+  speed = metrics["speed"]
+  rows = {(r["start"], r["solver"]): r for r in speed["rows"]}
+  assert {("zeros", "Sinkhorn"), ("RA-OT", "Sinkhorn"), ("OA-OT", "Sinkhorn")} <= set(rows)
+  assert {("zeros", "Anderson (m=2)"), ("RA-OT", "Anderson (m=2)")} <= set(rows)
+  for r in rows.values():
+    assert all(np.all(np.asarray(v) > 0) for v in r["single_s"].values())
+    assert all(v > 0 for v in r["batched_s"].values())
+  # The same iterations as the initializer table (one protocol), and Anderson needs fewer than plain Sinkhorn.
+  np.testing.assert_array_equal(
+    rows[("RA-OT", "Sinkhorn")]["iterations"]["0.01"], methods["RA-OT"]["iterations"]["0.01"]
+  )
+  zeros_plain = np.mean(rows[("zeros", "Sinkhorn")]["iterations"]["0.01"])
+  assert np.mean(rows[("zeros", "Anderson (m=2)")]["iterations"]["0.01"]) < zeros_plain
+  assert "Wall time to the tolerance" in (out / "table.md").read_text()
 
 
 @pytest.mark.slow
@@ -135,6 +150,8 @@ def test_throughput_quick_config(tmp_path):
     one, many = r["fixed"]["1"], r["fixed"]["64"]
     assert many["error_max"] < one["error_max"] < r["api_error"]["error_max"]
     assert many["converged"] == 1.0
+    assert r["bind_ms"] > 0
+  assert rows[1]["zeros_vs_own_count"] > 0
   skip = run_config(
     str(CONFIGS / "throughput_quick.yaml"),
     out_dir=str(tmp_path / "skip"),

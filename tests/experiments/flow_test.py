@@ -34,3 +34,7 @@ def test_quick_config_runs_and_ra_straightens_paths(tmp_path):
   table = (tmp_path / "table.md").read_text()
   assert "RA-OT" in table
   assert "coupling ms B=128" in table
+  same = metrics["sinkhorn_same_epsilon_ms"]  # each amortized coupling against Sinkhorn at its own epsilon
+  assert set(same) == {f"{res['ra']['epsilon']:g}", f"{res['oa']['epsilon']:g}"}
+  assert all(v > 0 for ms in same.values() for v in ms.values())
+  assert "against Sinkhorn at the same ε" in table
