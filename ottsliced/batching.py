@@ -6,7 +6,9 @@ c-transform pass 1.23 ms per pair vmapped over 128 pairs, 0.26 ms in a
 ``lax.map``): a pair's ``[n, m]`` working set stays in cache, and each pair's
 Sinkhorn ``while_loop`` stops at its own iteration count instead of running
 until the slowest pair of the batch converges. On GPUs and TPUs the parallel
-``vmap`` is the right choice. :func:`over_pairs` picks by backend.
+``vmap`` is the right choice, and a Sinkhorn batch there takes its converged
+pairs out between blocks of iterations (``"compact"``,
+:mod:`ottsliced.compaction`). :func:`resolve_strategy` picks by backend.
 """
 
 from typing import Any, Callable, Literal, Optional, Sequence
@@ -15,16 +17,22 @@ import jax
 
 __all__ = ["STRATEGIES", "Strategy", "over_pairs", "resolve_strategy"]
 
-Strategy = Literal["auto", "map", "vmap"]
-STRATEGIES = ("auto", "map", "vmap")
+Strategy = Literal["auto", "map", "vmap", "compact"]
+STRATEGIES = ("auto", "map", "vmap", "compact")
 
 
-def resolve_strategy(strategy: str) -> str:
-  """``"auto"`` -> ``"map"`` on the CPU, ``"vmap"`` on accelerators; others are checked and returned."""
+def resolve_strategy(strategy: str, compactable: bool = False) -> str:
+  """``"auto"`` -> ``"map"`` on the CPU; on accelerators ``"compact"`` where allowed, else ``"vmap"``.
+
+  ``"compact"`` (:func:`ottsliced.compaction.solve_compacted`) only applies to
+  a plain Sinkhorn solve (``compactable``); other strategies are checked and returned.
+  """
   if strategy not in STRATEGIES:
     raise ValueError(f"`strategy` must be one of {STRATEGIES}, got {strategy!r}.")
   if strategy == "auto":
-    return "map" if jax.default_backend() == "cpu" else "vmap"
+    if jax.default_backend() == "cpu":
+      return "map"
+    return "compact" if compactable else "vmap"
   return strategy
 
 
@@ -54,7 +62,10 @@ def over_pairs(
   """
   if len(args) != len(in_axes) or any(ax not in (0, None) for ax in in_axes):
     raise ValueError(f"`in_axes` must give 0 or None for each of the {len(args)} arguments, got {in_axes}.")
-  if resolve_strategy(strategy) == "vmap":
+  strategy = resolve_strategy(strategy)
+  if strategy == "compact":
+    raise ValueError("`strategy='compact'` applies to solve_batch only (a Sinkhorn loop); use 'map' or 'vmap'.")
+  if strategy == "vmap":
     return jax.vmap(fn, in_axes=tuple(in_axes))(*args)
   batched = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
 

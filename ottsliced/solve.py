@@ -10,7 +10,7 @@ from ott.geometry import epsilon_scheduler
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
-from ottsliced import _validation, batching, sharding
+from ottsliced import _validation, batching, compaction, sharding
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch, make_geometry
 
@@ -301,6 +301,7 @@ def solve_batch(
   mesh: Optional[jax.sharding.Mesh] = None,
   strategy: batching.Strategy = "auto",
   chunk_size: Optional[int] = None,
+  compact_block: int = 8,
   epsilon_scaling: Optional[Tuple[float, float]] = None,
   **sinkhorn_kwargs: Any,
 ) -> sinkhorn.SinkhornOutput:
@@ -319,10 +320,15 @@ def solve_batch(
     strategy: how the pairs run (:func:`ottsliced.batching.over_pairs`):
       ``"map"`` one pair (or ``chunk_size`` pairs) after another, each stopping
       at its own iteration count (the CPU default: 3-4x faster per pair there);
-      ``"vmap"`` all at once, until the slowest pair stops (the accelerator
-      default; a split over devices always uses it). The potentials and
-      iteration counts do not depend on it.
+      ``"compact"`` all at once in blocks of ``compact_block`` iterations, the
+      converged pairs taken out in between (:mod:`ottsliced.compaction`; the
+      accelerator default for plain Sinkhorn: ``threshold``, ``max_iterations``
+      and ``inner_iterations`` only); ``"vmap"`` all at once, until the
+      slowest pair stops (the accelerator default otherwise; a split over
+      devices always uses it). The potentials and iteration counts do not
+      depend on it.
     chunk_size: pairs per step of ``"map"`` (default one).
+    compact_block: iterations between two compactions of ``"compact"``.
     epsilon_scaling: ``(init, decay)``: OTT's epsilon scaling, iteration
       ``k`` runs at ``max(init * decay**k, 1) * epsilon``
       (:class:`ott.geometry.epsilon_scheduler.Epsilon`); ``None``: fixed epsilon.
@@ -338,7 +344,19 @@ def solve_batch(
     property sums over the batch).
   """
   _check_batch(batch, initializer)
-  strategy = batching.resolve_strategy(strategy)
+  plain = epsilon_scaling is None and set(sinkhorn_kwargs) <= {"threshold", "max_iterations", "inner_iterations"}
+  mesh = sharding.default_mesh(mesh, batch)
+  # Compaction is a host loop between compiled blocks: concrete arrays (not inside a jit), one device.
+  compactable = plain and mesh is None and _validation.is_concrete(batch.a, batch.b)
+  strategy = batching.resolve_strategy(strategy, compactable=compactable)
+  if strategy == "compact":
+    if not compactable:
+      raise ValueError(
+        "strategy='compact' resumes plain Sinkhorn from its potentials between compiled blocks: it takes "
+        "threshold, max_iterations and inner_iterations only, on one device, outside jax.jit; use 'map' or 'vmap'."
+      )
+    kw = {"threshold": 1e-3, "max_iterations": 2000, "inner_iterations": 10, **sinkhorn_kwargs}  # OTT's defaults
+    return compaction.solve_compacted(batch, initializer, block=compact_block, **kw)
   threshold = jnp.asarray(sinkhorn_kwargs.pop("threshold", 1e-3), dtype=batch.a.dtype)
   kwargs = tuple(sorted((k, _Static(v)) for k, v in sinkhorn_kwargs.items()))
   if epsilon_scaling is not None:
@@ -346,7 +364,6 @@ def solve_batch(
     if not (init >= 1.0 and 0.0 < decay <= 1.0):
       raise ValueError(f"`epsilon_scaling` must be (init >= 1, 0 < decay <= 1), got {epsilon_scaling}.")
     epsilon_scaling = (init, decay)
-  mesh = sharding.default_mesh(mesh, batch)
   if mesh is None:
     return _solve_batch(batch, initializer, threshold, kwargs, epsilon_scaling, strategy, chunk_size)
   sharded, num = sharding.shard_batch(batch, mesh)
@@ -431,6 +448,8 @@ def amortized_solve_batch(
   _check_batch(batch, initializer)
   _check_solve_args(refine_iterations, fallback_threshold, fallback_max_iterations)
   strategy = batching.resolve_strategy(strategy)
+  if strategy == "compact":
+    raise ValueError("strategy='compact' applies to solve_batch; amortized_solve_batch takes 'map' or 'vmap'.")
   mesh, num = sharding.default_mesh(mesh, batch), None
   if mesh is not None:
     batch, num = sharding.shard_batch(batch, mesh)
