@@ -12,6 +12,7 @@ from ottsliced.objective import fit_oa, semi_dual  # noqa: E402
 from ottsliced.problems import ProblemBatch  # noqa: E402
 from ottsliced.regression import fit_ra  # noqa: E402
 from ottsliced.sliced import sliced_potentials  # noqa: E402
+from ottsliced.sliced_sinkhorn import SlicedSinkhorn  # noqa: E402
 from ottsliced.solve import (  # noqa: E402
   AmortizedInfo,
   amortized_solve,
@@ -26,6 +27,7 @@ __all__ = [
   "AmortizedInfo",
   "ProblemBatch",
   "SlicedInitializer",
+  "SlicedSinkhorn",
   "amortized_solve",
   "amortized_solve_batch",
   "directions",

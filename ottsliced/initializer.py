@@ -11,7 +11,7 @@ from ott.problems.linear import linear_problem
 
 from ottsliced import _io, _validation, sliced
 
-__all__ = ["FORMAT_VERSION", "BoundSupport", "SlicedInitializer"]
+__all__ = ["FORMAT_VERSION", "BoundSupport", "SlicedInitializer", "bind_supports", "bound_projections"]
 
 FORMAT_VERSION = 1
 _FORMAT = "ottsliced.SlicedInitializer"
@@ -68,6 +68,56 @@ def linear_potential(phi: jax.Array, coef: jax.Array, w: jax.Array, epsilon: Any
   r""":math:`\Phi c(+\varepsilon\log w)` ``[n]``: the model's potential, finite everywhere."""
   f = jnp.matmul(phi, coef, precision=jax.lax.Precision.HIGHEST)
   return f + epsilon * _safe_log(w) if log_weight_offset else f
+
+
+def bound_projections(
+  theta: jax.Array, name: str, z: jax.Array, bank: Optional[jax.Array], bank_p: Any
+) -> sliced.SortedProjections:
+  """Sorted projections of the support ``z [n, d]`` on ``theta``: looked up in a bound bank, else sorted.
+
+  Args:
+    theta: directions ``[L, d]``.
+    name: the support's name in error messages (``"x"`` or ``"y"``).
+    z: the problem's support ``[n, d]``.
+    bank: the bound supports ``[K, n, d]``, or ``None`` (nothing bound: sort).
+    bank_p: their sorted projections (leaves ``[K, L, n]``).
+
+  Raises:
+    ValueError: ``z`` has another shape than the bound supports, or is concrete and none of them.
+  """
+  sort = lambda: sliced.sort_projections(z, theta)  # noqa: E731
+  if bank is None:
+    return sort()
+  if z.shape != bank.shape[1:]:
+    raise ValueError(
+      f"the problem's `{name}` has shape {z.shape} but the model is bound to supports of shape {bank.shape[1:]}; "
+      "bind it to this support (`model.bind(...)`) or use `model.unbind()`."
+    )
+  if z.dtype != bank.dtype:
+    return sort()
+  take = lambda k: jax.tree_util.tree_map(lambda v: v[k], bank_p)  # noqa: E731
+  if _validation.is_concrete(z, bank):
+    zv, bv = np.asarray(z), np.asarray(bank)
+    for k in range(bv.shape[0]):
+      if np.array_equal(zv, bv[k]):
+        return take(k)
+    raise ValueError(
+      f"the problem's `{name}` is none of the {bv.shape[0]} support(s) the model is bound to (same shape "
+      f"{z.shape}); bind it to this support (`model.bind(...)`) or use `model.unbind()`."
+    )
+  # Traced points: the sorted projections of the matching bound support, else sort.
+  match = jnp.all(z[None] == bank, axis=(1, 2))
+  return jax.lax.cond(jnp.any(match), lambda: take(jnp.argmax(match)), sort)
+
+
+def bind_supports(theta: jax.Array, dtype: Any, z: jax.Array, name: str) -> Tuple[jax.Array, sliced.SortedProjections]:
+  """``(bank [K, n, d], sorted projections [K, L, n])`` of one support ``[n, d]`` or a bank ``[K, n, d]``."""
+  shape = _validation.check_points(name, z, ranks=(2, 3))
+  if shape[-1] != theta.shape[1]:
+    raise ValueError(f"cannot bind `{name}` of dimension {shape[-1]} to a model fitted with d={theta.shape[1]}.")
+  z = jnp.asarray(z, dtype)
+  z = z[None] if z.ndim == 2 else z
+  return z, jax.jit(jax.vmap(sliced.sort_projections, in_axes=(0, None)))(z, theta)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -180,58 +230,22 @@ class SlicedInitializer(initializers.DefaultInitializer):
       (correct, not faster) when they are traced.
     """
     same = y is _SAME or y is x
-    banks = []
-    for name, z in (("x", x), ("y", None if same else y)):
-      if z is None:
-        banks.append(None)
-        continue
-      shape = _validation.check_points(name, z, ranks=(2, 3))
-      if shape[-1] != self.dim:
-        raise ValueError(f"cannot bind `{name}` of dimension {shape[-1]} to a model fitted with d={self.dim}.")
-      z = jnp.asarray(z, self.theta.dtype)
-      banks.append(z[None] if z.ndim == 2 else z)
-    bx, by = banks
-    if same or (bx is not None and by is not None and bx.shape == by.shape and _same_points(by, bx)):
-      by = bx
-    sort = jax.jit(jax.vmap(sliced.sort_projections, in_axes=(0, None)))
-    px = None if bx is None else sort(bx, self.theta)
-    py = px if by is bx else (None if by is None else sort(by, self.theta))
+    bx, px = (None, None) if x is None else bind_supports(self.theta, self.theta.dtype, x, "x")
+    if same or (x is not None and y is not None and np.shape(y) == np.shape(x) and _same_points(jnp.asarray(y), x)):
+      by, py = bx, px
+    else:
+      by, py = (None, None) if y is None else bind_supports(self.theta, self.theta.dtype, y, "y")
     return self.replace(support=BoundSupport(bx, by, px, py))
 
   def unbind(self) -> "SlicedInitializer":
     """A copy without bound supports."""
     return self.replace(support=None)
 
-  def _sorted(self, name: str, z: jax.Array, bank: Optional[jax.Array], bank_p: Any) -> sliced.SortedProjections:
-    sort = lambda: sliced.sort_projections(z, self.theta)  # noqa: E731
-    if bank is None:
-      return sort()
-    if z.shape != bank.shape[1:]:
-      raise ValueError(
-        f"the problem's `{name}` has shape {z.shape} but the model is bound to supports of shape {bank.shape[1:]}; "
-        "bind it to this support (`model.bind(...)`) or use `model.unbind()`."
-      )
-    if z.dtype != bank.dtype:
-      return sort()
-    take = lambda k: jax.tree_util.tree_map(lambda v: v[k], bank_p)  # noqa: E731
-    if _validation.is_concrete(z, bank):
-      zv, bv = np.asarray(z), np.asarray(bank)
-      for k in range(bv.shape[0]):
-        if np.array_equal(zv, bv[k]):
-          return take(k)
-      raise ValueError(
-        f"the problem's `{name}` is none of the {bv.shape[0]} support(s) the model is bound to (same shape "
-        f"{z.shape}); bind it to this support (`model.bind(...)`) or use `model.unbind()`."
-      )
-    # Traced points: the sorted projections of the matching bound support, else sort.
-    match = jnp.all(z[None] == bank, axis=(1, 2))
-    return jax.lax.cond(jnp.any(match), lambda: take(jnp.argmax(match)), sort)
-
   def side_projections(self, side: str, z: jax.Array) -> sliced.SortedProjections:
     """Sorted projections of one support (``side`` ``"x"`` or ``"y"``), the bound ones where they apply."""
     sup = self.support or BoundSupport(None, None, None, None)
     bank, bank_p = (sup.x, sup.px) if side == "x" else (sup.y, sup.py)
-    return self._sorted(side, z, bank, bank_p)
+    return bound_projections(self.theta, side, z, bank, bank_p)
 
   def projections(self, x: jax.Array, y: jax.Array) -> Tuple[sliced.SortedProjections, sliced.SortedProjections]:
     """Sorted projections of the supports ``x [n, d]`` and ``y [m, d]``: the bound ones where they apply.

@@ -13,6 +13,7 @@ from ott.solvers.linear import sinkhorn
 from ottsliced import _validation, batching, compaction, sharding
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch, make_geometry
+from ottsliced.sliced_sinkhorn import SlicedSinkhorn
 
 __all__ = [
   "AmortizedInfo",
@@ -285,6 +286,31 @@ def _solve_batch(
   return batching.over_pairs(one, args, (ax, ay, 0, 0), strategy=strategy, chunk_size=chunk_size)
 
 
+@functools.partial(jax.jit, static_argnames=("strategy", "chunk_size"))
+def _solve_batch_sliced(batch: ProblemBatch, solver: SlicedSinkhorn, threshold: Any, strategy: str, chunk_size):
+  solver = solver.replace(threshold=threshold)
+
+  def one(x, y, a, b):
+    return solver(linear_problem.LinearProblem(batch.geometry(x, y), a, b))
+
+  ax, ay = batch.point_axes
+  args = (batch.x, batch.y, batch.a, batch.b)
+  return batching.over_pairs(one, args, (ax, ay, 0, 0), strategy=strategy, chunk_size=chunk_size)
+
+
+def _sliced_batch(batch, solver, strategy, chunk_size, sinkhorn_kwargs) -> sinkhorn.SinkhornOutput:
+  extra = set(sinkhorn_kwargs) - {"threshold", "max_iterations", "inner_iterations"}
+  if extra:
+    raise ValueError(f"`solver=SlicedSinkhorn(...)` takes threshold and max_iterations only, got {sorted(extra)}.")
+  strategy = batching.resolve_strategy(strategy)
+  if strategy == "compact":
+    raise ValueError("strategy='compact' resumes OTT's Sinkhorn; with `solver=` use 'map' or 'vmap'.")
+  if "max_iterations" in sinkhorn_kwargs:
+    solver = solver.replace(max_iterations=int(sinkhorn_kwargs["max_iterations"]))
+  threshold = jnp.asarray(sinkhorn_kwargs.get("threshold", solver.threshold), dtype=batch.a.dtype)
+  return _solve_batch_sliced(batch, solver, threshold, strategy, chunk_size)
+
+
 def _check_batch(batch: Any, initializer: Any) -> None:
   if not isinstance(batch, ProblemBatch):
     raise ValueError(f"`batch` must be a ProblemBatch, got {type(batch).__name__}.")
@@ -303,6 +329,7 @@ def solve_batch(
   chunk_size: Optional[int] = None,
   compact_block: int = 8,
   epsilon_scaling: Optional[Tuple[float, float]] = None,
+  solver: Optional[SlicedSinkhorn] = None,
   **sinkhorn_kwargs: Any,
 ) -> sinkhorn.SinkhornOutput:
   """OTT Sinkhorn on every pair of ``batch``, jit-compiled, each pair stopping at its own iteration count.
@@ -332,6 +359,11 @@ def solve_batch(
     epsilon_scaling: ``(init, decay)``: OTT's epsilon scaling, iteration
       ``k`` runs at ``max(init * decay**k, 1) * epsilon``
       (:class:`ott.geometry.epsilon_scheduler.Epsilon`); ``None``: fixed epsilon.
+    solver: a :class:`~ottsliced.sliced_sinkhorn.SlicedSinkhorn` to run
+      instead of OTT's Sinkhorn (it carries its own initializer: leave
+      ``initializer`` ``None``); takes ``threshold`` and ``max_iterations``
+      (``inner_iterations`` is ignored: it reads every iteration's error at
+      no cost); ``"map"`` or ``"vmap"``, one device.
     sinkhorn_kwargs: passed to :class:`ott.solvers.linear.sinkhorn.Sinkhorn`,
       e.g. ``threshold`` (traced: a new value reuses the compiled solver;
       OTT's default 1e-3), ``inner_iterations``, ``max_iterations``,
@@ -344,6 +376,12 @@ def solve_batch(
     property sums over the batch).
   """
   _check_batch(batch, initializer)
+  if solver is not None:
+    if not isinstance(solver, SlicedSinkhorn):
+      raise ValueError(f"`solver` must be a SlicedSinkhorn, got {type(solver).__name__}.")
+    if initializer is not None or epsilon_scaling is not None or mesh is not None:
+      raise ValueError("with `solver=`, pass the initializer to the solver; epsilon_scaling and mesh do not apply.")
+    return _sliced_batch(batch, solver, strategy, chunk_size, sinkhorn_kwargs)
   plain = epsilon_scaling is None and set(sinkhorn_kwargs) <= {"threshold", "max_iterations", "inner_iterations"}
   mesh = sharding.default_mesh(mesh, batch)
   # Compaction is a host loop between compiled blocks: concrete arrays (not inside a jit), one device.

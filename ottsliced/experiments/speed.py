@@ -31,10 +31,13 @@ import numpy as np
 from ott.solvers.linear import acceleration
 from tqdm.auto import tqdm
 
+from ottsliced.directions import directions
+from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch
+from ottsliced.sliced_sinkhorn import DEFAULT_STEPS, SlicedSinkhorn
 from ottsliced.solve import solve_batch
 
-__all__ = ["SpeedConfig", "format_speed", "measure", "solvers"]
+__all__ = ["SpeedConfig", "format_speed", "measure", "sliced_solver", "solvers"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,11 @@ class SpeedConfig:
     momentum: OTT's ``Momentum(value=...)``, a fixed over-relaxation; 0 skips it.
     epsilon_scaling: ``(init, decay)`` of OTT's epsilon scheduler; empty skips it.
     accelerated_starts: starts run with every accelerated solver too.
+    sliced_solver: also run those starts with :class:`ottsliced.SlicedSinkhorn`:
+      without corrections (OTT's iterations, errors read for free), with the
+      guarded corrections of ``sliced_steps``, and with them followed by
+      Anderson acceleration of memory ``anderson_memory`` (when not 0).
+    sliced_steps: the corrections' step sizes.
   """
 
   thresholds: Tuple[float, ...]
@@ -60,6 +68,8 @@ class SpeedConfig:
   momentum: float
   epsilon_scaling: Tuple[float, ...]
   accelerated_starts: Tuple[str, ...]
+  sliced_solver: bool = True
+  sliced_steps: Tuple[float, ...] = DEFAULT_STEPS
 
   def __post_init__(self):
     if not self.thresholds or min(self.thresholds) <= 0:
@@ -84,15 +94,37 @@ def solvers(cfg: SpeedConfig) -> Dict[str, Dict[str, Any]]:
   if cfg.epsilon_scaling:
     init, decay = cfg.epsilon_scaling
     out[f"ε-scaling ({init:g}, {decay:g})"] = {"epsilon_scaling": (float(init), float(decay))}
+  if cfg.sliced_solver:
+    steps = tuple(cfg.sliced_steps)
+    names = ", ".join(f"{s:g}" for s in steps)
+    out["ottsliced loop, no correction"] = {"sliced": ((), 0)}
+    out[f"sliced corrections ({names})"] = {"sliced": (steps, 0)}
+    if cfg.anderson_memory:
+      out[f"sliced corrections ({names}) + Anderson (m={cfg.anderson_memory})"] = {
+        "sliced": (steps, cfg.anderson_memory)
+      }
   return out
 
 
-def _rows(starts: Dict[str, Any], cfg: SpeedConfig) -> List[Tuple[str, str, Any, Dict[str, Any]]]:
+def sliced_solver(ini: Any, steps: Tuple[float, ...], memory: int, test: ProblemBatch, theta: Any) -> SlicedSinkhorn:
+  """:class:`SlicedSinkhorn` from the start ``ini``: on a sliced model's directions and supports, else on ``theta``."""
+  if isinstance(ini, SlicedInitializer):
+    return SlicedSinkhorn.from_initializer(ini, steps, anderson_memory=memory)
+  solver = SlicedSinkhorn(theta, steps, initializer=ini, anderson_memory=memory)
+  return solver.bind(test.y) if test.shared_y and steps else solver
+
+
+def _rows(starts: Dict[str, Any], cfg: SpeedConfig, test: ProblemBatch) -> List[Tuple[str, str, Any, Dict[str, Any]]]:
+  models = [m for m in starts.values() if isinstance(m, SlicedInitializer)]
+  theta = models[0].theta if models else directions(jax.random.key(0), test.x.shape[-1], 16)
   rows = []
   for solver, kw in solvers(cfg).items():
     for start, ini in starts.items():
       if solver == "Sinkhorn" or start in cfg.accelerated_starts:
-        rows.append((start, solver, ini, kw))
+        if "sliced" in kw:
+          rows.append((start, solver, None, {"solver": sliced_solver(ini, *kw["sliced"], test, theta)}))
+        else:
+          rows.append((start, solver, ini, kw))
   return rows
 
 
@@ -139,7 +171,7 @@ def measure(
   """
   if "zeros" not in starts:
     raise ValueError("`starts` needs a 'zeros' entry (the reference of the ratios).")
-  rows = _rows(starts, cfg)
+  rows = _rows(starts, cfg, test)
   tmin = min(cfg.thresholds)
   common = {"inner_iterations": 1, "max_iterations": max_iterations}
   results = []
