@@ -130,6 +130,15 @@ def test_quick_config_end_to_end(task, tmp_path):
   zeros_plain = np.mean(rows[("zeros", "Sinkhorn")]["iterations"]["0.01"])
   assert np.mean(rows[("zeros", "Anderson (m=2)")]["iterations"]["0.01"]) < zeros_plain
   assert "Wall time to the tolerance" in (out / "table.md").read_text()
+  # SlicedSinkhorn: without corrections OTT's iterations; corrections + Anderson fewer than plain from zeros.
+  loop = np.asarray(rows[("zeros", "ottsliced loop, no correction")]["iterations"]["0.01"])
+  plain = np.asarray(rows[("zeros", "Sinkhorn")]["iterations"]["0.01"])
+  assert np.abs(loop - plain).max() <= 1  # float32: its error read from the update may round across the threshold
+  assert np.mean(loop != plain) <= 0.1
+  fast = rows[("zeros", "sliced corrections (2, 1) + Anderson (m=2)")]["iterations"]["0.01"]
+  if task == "mnist":  # tens of iterations from zeros (the sphere at epsilon = 0.5 needs about 5)
+    assert np.mean(fast) < zeros_plain
+    assert "iters to 0.0001 (not timed)" in (out / "table.md").read_text()
 
 
 @pytest.mark.slow
