@@ -110,12 +110,12 @@ def bound_projections(
   return jax.lax.cond(jnp.any(match), lambda: take(jnp.argmax(match)), sort)
 
 
-def bind_supports(theta: jax.Array, dtype: Any, z: jax.Array, name: str) -> Tuple[jax.Array, sliced.SortedProjections]:
-  """``(bank [K, n, d], sorted projections [K, L, n])`` of one support ``[n, d]`` or a bank ``[K, n, d]``."""
+def bind_supports(theta: jax.Array, z: jax.Array, name: str) -> Tuple[jax.Array, sliced.SortedProjections]:
+  """``(bank [K, n, d], sorted projections [K, L, n])`` of a support ``[n, d]`` or bank, in theta's dtype."""
   shape = _validation.check_points(name, z, ranks=(2, 3))
   if shape[-1] != theta.shape[1]:
     raise ValueError(f"cannot bind `{name}` of dimension {shape[-1]} to a model fitted with d={theta.shape[1]}.")
-  z = jnp.asarray(z, dtype)
+  z = jnp.asarray(z, theta.dtype)
   z = z[None] if z.ndim == 2 else z
   return z, jax.jit(jax.vmap(sliced.sort_projections, in_axes=(0, None)))(z, theta)
 
@@ -230,11 +230,11 @@ class SlicedInitializer(initializers.DefaultInitializer):
       (correct, not faster) when they are traced.
     """
     same = y is _SAME or y is x
-    bx, px = (None, None) if x is None else bind_supports(self.theta, self.theta.dtype, x, "x")
+    bx, px = (None, None) if x is None else bind_supports(self.theta, x, "x")
     if same or (x is not None and y is not None and np.shape(y) == np.shape(x) and _same_points(jnp.asarray(y), x)):
       by, py = bx, px
     else:
-      by, py = (None, None) if y is None else bind_supports(self.theta, self.theta.dtype, y, "y")
+      by, py = (None, None) if y is None else bind_supports(self.theta, y, "y")
     return self.replace(support=BoundSupport(bx, by, px, py))
 
   def unbind(self) -> "SlicedInitializer":

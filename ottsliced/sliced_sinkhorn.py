@@ -83,6 +83,22 @@ def correction_features(py: sliced.SortedProjections, b: jax.Array, c: jax.Array
   return sliced.source_potentials_sorted(py, py, b, c)
 
 
+def _coefficients(name: str, steps: Any, theta: jax.Array, per_correction: bool) -> jax.Array:
+  """Step sizes (the mean over the ``L`` directions, scaled) or per-direction coefficients, as coefficients.
+
+  ``per_correction``: ``[K]`` or ``[K, L]`` -> ``[K, L]``; else a scalar or ``[L]`` -> ``[L]``.
+  """
+  coef = steps if isinstance(steps, jax.Array) else jnp.asarray(steps, dtype=theta.dtype)
+  num = theta.shape[0]
+  sizes_ndim = 1 if per_correction else 0
+  if coef.ndim == sizes_ndim:
+    coef = coef[..., None] * jnp.full((num,), 1.0 / num, coef.dtype)
+  if coef.ndim != sizes_ndim + 1 or coef.shape[-1] != num:
+    want = "[K] step sizes or [K, L={}]" if per_correction else "a step size or [L={}]"
+    raise ValueError(f"`{name}` must be {want.format(num)} coefficients, got shape {coef.shape}.")
+  return coef
+
+
 def _dual(a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array) -> jax.Array:
   """``<a, f> + <b, g>`` over positive weights (rows exact: the mass term is constant)."""
   return jnp.sum(jnp.where(a > 0, a * f, 0.0)) + jnp.sum(jnp.where(b > 0, b * g, 0.0))
@@ -148,18 +164,10 @@ class SlicedSinkhorn:
   ):
     if _validation.is_concrete(theta) and np.ndim(theta) != 2:
       raise ValueError(f"`theta` must be [L, d], got shape {np.shape(theta)}.")
-    coef = steps if isinstance(steps, jax.Array) else jnp.asarray(steps, dtype=theta.dtype)
-    num = theta.shape[0]
-    if coef.ndim == 1:
-      coef = coef[:, None] * jnp.full((1, num), 1.0 / num, coef.dtype)
-    if coef.ndim != 2 or coef.shape[1] != num:
-      raise ValueError(f"`steps` must be [K] step sizes or [K, L={num}] coefficients, got shape {coef.shape}.")
+    coef = _coefficients("steps", steps, theta, per_correction=True)
     if int(every) < 0:
       raise ValueError(f"`every` must be >= 0 (0: no periodic corrections), got {every}.")
-    every_coef = every_step if isinstance(every_step, jax.Array) else jnp.asarray(every_step, dtype=theta.dtype)
-    every_coef = every_coef * jnp.full((num,), 1.0 / num, every_coef.dtype) if every_coef.ndim == 0 else every_coef
-    if every_coef.shape != (num,):
-      raise ValueError(f"`every_step` must be a step size or [L={num}] coefficients, got shape {every_coef.shape}.")
+    every_coef = _coefficients("every_step", every_step, theta, per_correction=False)
     line_search = tuple(float(s) for s in line_search)
     if not line_search:
       raise ValueError("`line_search` needs at least one multiplier, e.g. (0.0, 1.0).")
@@ -210,7 +218,7 @@ class SlicedSinkhorn:
 
   def bind(self, y: jax.Array) -> "SlicedSinkhorn":
     """A copy bound to the target support ``y [m, d]`` (or a bank ``[K, m, d]``): sorted once, here."""
-    by, py = bind_supports(self.theta, self.theta.dtype, y, "y")
+    by, py = bind_supports(self.theta, y, "y")
     return self.replace(support=BoundSupport(None, by, None, py))
 
   @property
