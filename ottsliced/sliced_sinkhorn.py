@@ -210,10 +210,11 @@ class SlicedSinkhorn:
       "min_iterations": self.min_iterations,
       "support": self.support,
     }
+    keep_sharing = "theta" not in kwargs and "initializer" not in kwargs and self.shares_projections
     theta = kwargs.pop("theta", self.theta)
     fields.update(kwargs)
-    if fields["initializer"] is self.initializer and self.shares_projections:
-      theta = fields["initializer"].theta
+    if keep_sharing:  # under jit theta and the initializer's theta are distinct leaves: re-tie them
+      theta = self.initializer.theta
     return SlicedSinkhorn(theta, **fields)
 
   def bind(self, y: jax.Array) -> "SlicedSinkhorn":
