@@ -38,6 +38,7 @@ Finally a gauge constant is removed: :math:`\varphi\leftarrow\varphi-m`,
 :math:`\langle a,\varphi\rangle+\langle b,\psi\rangle` equals the 1-D OT cost.
 """
 
+import functools
 from typing import Literal, NamedTuple, Tuple
 
 import jax
@@ -345,8 +346,9 @@ def sliced_potentials(
   evaluated at the atoms. The result is the feature matrix of the amortized
   model, :math:`\hat f=\Phi\alpha`.
 
-  Pure and parallel (sort, cumsum, searchsorted, gather): jit it, vmap it over
-  pairs. Zero-weight (and padded) atoms get the feasible 1-D c-transform values.
+  Pure and parallel (sort, cumsum, searchsorted, gather), compiled once per
+  shape; it can be called inside ``jit`` and ``vmap`` (the value checks then
+  fall to the caller, shapes are still checked). Zero-weight (and padded) atoms get the feasible 1-D c-transform values.
 
   Args:
     x: source points ``[n, d]``.
@@ -372,6 +374,13 @@ def sliced_potentials(
     raise ValueError(f"dimension mismatch: x has d={xs[-1]}, y has d={ys[-1]}, theta has d={ts[-1]}; all must agree.")
   _validation.check_weights("a", a, xs[:1])
   _validation.check_weights("b", b, ys[:1])
+  _check_centering(centering)
+  return _sliced_potentials_compiled(*map(jnp.asarray, (x, y, a, b, theta)), centering)
+
+
+@functools.partial(jax.jit, static_argnames="centering")
+def _sliced_potentials_compiled(x, y, a, b, theta, centering: Centering) -> Tuple[jax.Array, jax.Array]:
+  """The traced part of :func:`sliced_potentials`: one compilation per shape, not one dispatch per op."""
   return sliced_potentials_sorted(sort_projections(x, theta), sort_projections(y, theta), a, b, centering)
 
 

@@ -1,6 +1,9 @@
 """Shared fixtures: small problems, float64 mode, a fitted digits model."""
 
 import functools
+import gc
+import os
+import warnings
 
 import jax
 import numpy as np
@@ -11,6 +14,32 @@ from ottsliced import flow_matching as fm
 from ottsliced.data import digit_pairs
 
 EPS = 1e-2
+
+
+_MAPS = "/proc/self/maps"
+
+
+def _memory_maps() -> int:
+  with open(_MAPS) as f:
+    return sum(1 for _ in f)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_executables(request):
+  """Drop JAX's compiled executables after every test module.
+
+  XLA:CPU maps memory for each executable (about 6 maps each) and keeps it as
+  long as JAX caches the executable. A long-lived xdist worker that compiles a
+  few thousand programs reaches the kernel's ``vm.max_map_count`` (65,530) and
+  then crashes at a random place (segfault, or ``SystemError: error return
+  without exception set``). Clearing the caches between modules bounds it; a
+  module that gets near the limit on its own is reported.
+  """
+  yield
+  if os.path.exists(_MAPS) and (maps := _memory_maps()) > 40_000:
+    warnings.warn(f"{request.module.__name__} left {maps} memory maps (limit 65,530): compile less", stacklevel=1)
+  jax.clear_caches()
+  gc.collect()
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """1-D potentials: against OTT's north-west solver, feasibility, padding, batching."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,6 +143,19 @@ def _measure(rs, n, zero_frac):
   return x, w / w.sum()
 
 
+def _pad(rs, x, w, size):
+  """Append zero-weight atoms at random positions up to ``size`` atoms (one shape for every example)."""
+  k = size - len(x)
+  return np.concatenate([x, rs.normal(size=(k, x.shape[1]))]), np.pad(w, (0, k))
+
+
+@functools.partial(jax.jit, static_argnames="centering")
+def _phi_and_source_potentials(x, y, a, b, theta, centering):
+  px, py = sliced.sort_projections(x, theta), sliced.sort_projections(y, theta)
+  phi, _ = sliced.sliced_potentials_sorted(px, py, a, b, centering)
+  return phi, sliced.source_potentials_sorted(px, py, a, b, centering)
+
+
 @pytest.mark.usefixtures("x64")
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
@@ -151,14 +166,12 @@ def _measure(rs, n, zero_frac):
   centering=st.sampled_from(["weighted", "none"]),
 )
 def test_source_potentials_equal_phi_on_positive_atoms(n, m, seed, zero_frac, centering):
-  """The prediction path's source-only kernel reproduces phi wherever the weight is positive."""
+  """The prediction path's source-only kernel reproduces phi wherever the weight is positive (padded to 12)."""
   rs = np.random.default_rng(seed)
-  x, a = _measure(rs, n, zero_frac)
-  y, b = _measure(rs, m, zero_frac)
+  x, a = _pad(rs, *_measure(rs, n, zero_frac), 12)
+  y, b = _pad(rs, *_measure(rs, m, zero_frac), 12)
   theta = ots.directions(jax.random.key(seed % 97), 2, 7)
-  px, py = sliced.sort_projections(jnp.asarray(x), theta), sliced.sort_projections(jnp.asarray(y), theta)
-  phi, _ = sliced.sliced_potentials_sorted(px, py, a, b, centering)
-  fast = sliced.source_potentials_sorted(px, py, a, b, centering)
+  phi, fast = _phi_and_source_potentials(x, y, a, b, theta, centering)
   assert fast.shape == phi.shape
   assert np.all(np.isfinite(fast))
   np.testing.assert_allclose(np.asarray(fast)[a > 0], np.asarray(phi)[a > 0], rtol=1e-12, atol=1e-12)
@@ -219,6 +232,13 @@ class TestInputs:
       ots.sliced_potentials(np.zeros((3, 2)), np.ones((2, 2)), np.ones(3), np.ones(2), np.eye(2), centering="median")
 
 
+@jax.jit
+def _combined_and_features(x, y, a, b, theta, coef):
+  px, py = sliced.sort_projections(x, theta), sliced.sort_projections(y, theta)
+  phi, _ = sliced.sliced_potentials_sorted(px, py, a, b, "weighted")
+  return sliced.combined_source_potentials(px, py, a, b, coef), phi @ coef
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
   n=st.integers(1, 40),
@@ -228,19 +248,19 @@ class TestInputs:
   ties=st.booleans(),
 )
 def test_combined_source_potentials_equal_features_times_coefficients(x64, n, m, seed, zero_frac, ties):
-  """The prediction path equals the features times the coefficients on positive-weight atoms, exactly."""
+  """The prediction path equals the features times the coefficients on positive-weight atoms (padded to 40)."""
   rs = np.random.default_rng(seed)
   x, a = random_measure(rs, n, 2, zero_frac)
   y, b = random_measure(rs, m, 2, zero_frac)
   if ties:  # repeated points and repeated cumulative levels
     x[1::2] = x[0]
     a = np.where(a > 0, 1.0 / max(1, (a > 0).sum()), 0.0)
+  x, a = _pad(rs, x, a, 40)
+  y, b = _pad(rs, y, b, 40)
   theta = ots.directions(jax.random.key(seed), 2, 7)
   coef = jnp.asarray(rs.normal(size=7))
-  px, py = sliced.sort_projections(jnp.asarray(x), theta), sliced.sort_projections(jnp.asarray(y), theta)
-  fast = sliced.combined_source_potentials(px, py, a, b, coef)
-  phi, _ = sliced.sliced_potentials_sorted(px, py, a, b, "weighted")
-  np.testing.assert_allclose(fast[a > 0], (phi @ coef)[a > 0], atol=1e-10)
+  fast, reference = _combined_and_features(x, y, a, b, theta, coef)
+  np.testing.assert_allclose(np.asarray(fast)[a > 0], np.asarray(reference)[a > 0], atol=1e-10)
 
 
 def test_sorted_projections_ranks_invert_the_order():
