@@ -46,7 +46,7 @@ line-search candidate.
 """
 
 import functools
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,7 @@ from ott.solvers.linear import sinkhorn
 from ottsliced import _validation, sliced
 from ottsliced.initializer import BoundSupport, SlicedInitializer, bind_supports, bound_projections
 
-__all__ = ["DEFAULT_STEPS", "SlicedSinkhorn", "column_marginal", "correction_features"]
+__all__ = ["DEFAULT_STEPS", "CorrectionState", "SlicedSinkhorn", "column_marginal", "correction_features"]
 
 DEFAULT_STEPS = (2.0, 1.0)
 
@@ -102,6 +102,20 @@ def _coefficients(name: str, steps: Any, theta: jax.Array, per_correction: bool)
 def _dual(a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array) -> jax.Array:
   """``<a, f> + <b, g>`` over positive weights (rows exact: the mass term is constant)."""
   return jnp.sum(jnp.where(a > 0, a * f, 0.0)) + jnp.sum(jnp.where(b > 0, b * g, 0.0))
+
+
+class CorrectionState(NamedTuple):
+  r"""The input of a correction.
+
+  Attributes:
+    g: ``[m]`` the plain update :math:`\mathcal T_b f` that the correction adds to.
+    column_marginal: ``[m]`` :math:`c=P^\top\mathbf 1` of the state before that update.
+    target_projections: the target's sorted projections (``values [L, m]``).
+  """
+
+  g: jax.Array
+  column_marginal: jax.Array
+  target_projections: sliced.SortedProjections
 
 
 @jax.tree_util.register_pytree_node_class
@@ -246,13 +260,8 @@ class SlicedSinkhorn:
       f, g = ini(prob, lse_mode=True)
     return jnp.where(a > 0, f, -jnp.inf), jnp.where(b > 0, g, -jnp.inf)
 
-  def __call__(self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]] = None):
-    """Solve ``prob`` (balanced, ``PointCloud`` geometry); ``init=(f, g)`` bypasses the initializer.
-
-    Returns:
-      OTT's ``SinkhornOutput``; ``errors[k]`` is the column L1 error after
-      iteration ``k + 1`` (``-1`` after the stop), as OTT's with ``inner_iterations=1``.
-    """
+  def _prepare(self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]]):
+    """Check ``prob``; return its geometry, weights, the target's sorted projections and the start ``(f, g)``."""
     geom, a, b = prob.geom, prob.a, prob.b
     x, y = getattr(geom, "x", None), getattr(geom, "y", None)
     if x is None or y is None:
@@ -266,6 +275,16 @@ class SlicedSinkhorn:
       f, g = self._start(prob, px, py)
     else:
       f, g = (jnp.where(a > 0, init[0], -jnp.inf), jnp.where(b > 0, init[1], -jnp.inf))
+    return geom, a, b, py, f, g
+
+  def __call__(self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]] = None):
+    """Solve ``prob`` (balanced, ``PointCloud`` geometry); ``init=(f, g)`` bypasses the initializer.
+
+    Returns:
+      OTT's ``SinkhornOutput``; ``errors[k]`` is the column L1 error after
+      iteration ``k + 1`` (``-1`` after the stop), as OTT's with ``inner_iterations=1``.
+    """
+    geom, a, b, py, f, g = self._prepare(prob, init)
     coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
     f, g, trace = _solve(geom, a, b, f, g, py, coefs, self.threshold, self._static())
     last = jnp.maximum(jnp.sum(trace != -1) - 1, 0)
@@ -275,6 +294,20 @@ class SlicedSinkhorn:
       (f, g), errors=trace, threshold=threshold, converged=jnp.isfinite(err) & (err < threshold), inner_iterations=1
     )
     return out.set_cost(prob, lse_mode=True, use_danskin=True).set(ot_prob=prob)
+
+  def correction_state(self, prob: linear_problem.LinearProblem) -> CorrectionState:
+    """Where a ``(K + 1)``-th correction would start: after iteration 1 and this solver's ``K`` corrections.
+
+    The same iterations as :meth:`__call__` (the line search included), with
+    no stop on the error: the state a fitter of the next correction's
+    coefficients regresses from (:func:`ottsliced.correction_fit.fit_correction_steps`).
+    """
+    geom, a, b, py, f, g = self._prepare(prob, None)
+    coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
+    static = (self.line_search, 1 + self.num_corrections, 0, 0, 0, self.anderson_ridge)
+    f, g, _ = _solve(geom, a, b, f, g, py, coefs, 0.0, static)
+    g_next = geom.update_potential(f, g, jnp.log(b), axis=0)
+    return CorrectionState(g_next, column_marginal(b, g, g_next, geom.epsilon), py)
 
   def _static(self) -> Tuple[Any, ...]:
     return (

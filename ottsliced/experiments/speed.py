@@ -24,7 +24,7 @@ epsilon scaling). :func:`measure` answers it side by side, in one process:
 
 import dataclasses
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -37,7 +37,7 @@ from ottsliced.problems import ProblemBatch
 from ottsliced.sliced_sinkhorn import DEFAULT_STEPS, SlicedSinkhorn
 from ottsliced.solve import solve_batch
 
-__all__ = ["SpeedConfig", "format_speed", "measure", "sliced_solver", "solvers"]
+__all__ = ["SpeedConfig", "correction_directions", "format_speed", "measure", "sliced_solver", "solvers"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +60,10 @@ class SpeedConfig:
     sliced_steps: the corrections' step sizes.
     counted_thresholds: tighter tolerances whose iterations are counted (from
       the same solves), not timed, e.g. ``[1e-4]``.
+    fitted_corrections: ``K`` > 0 also runs the accelerated starts with ``K``
+      corrections whose per-direction coefficients are fitted on the training
+      pairs (:func:`ottsliced.correction_fit.fit_correction_steps`), with and
+      without Anderson; 0 skips them.
   """
 
   thresholds: Tuple[float, ...]
@@ -73,6 +77,7 @@ class SpeedConfig:
   sliced_solver: bool = True
   sliced_steps: Tuple[float, ...] = DEFAULT_STEPS
   counted_thresholds: Tuple[float, ...] = ()
+  fitted_corrections: int = 0
 
   def __post_init__(self):
     if not self.thresholds or min(self.thresholds) <= 0:
@@ -81,6 +86,8 @@ class SpeedConfig:
       raise ValueError("speed.counted_thresholds must be positive numbers")
     if min(self.single_pairs, self.batch, self.repeats) < 1:
       raise ValueError("speed.single_pairs, speed.batch and speed.repeats must be >= 1")
+    if self.fitted_corrections < 0:
+      raise ValueError("speed.fitted_corrections must be >= 0 (0 skips)")
     if self.anderson_memory < 0 or self.momentum < 0:
       raise ValueError("speed.anderson_memory and speed.momentum must be >= 0 (0 skips)")
     if self.epsilon_scaling and (len(self.epsilon_scaling) != 2 or self.epsilon_scaling[0] < 1):
@@ -88,7 +95,11 @@ class SpeedConfig:
 
 
 def solvers(cfg: SpeedConfig) -> Dict[str, Dict[str, Any]]:
-  """The solvers as :func:`ottsliced.solve_batch` keyword arguments, plain Sinkhorn first."""
+  """The solvers as :func:`ottsliced.solve_batch` keyword arguments, plain Sinkhorn first.
+
+  ``"sliced": (steps, memory)`` rows are :class:`SlicedSinkhorn` runs;
+  ``steps="fitted"`` takes each start's fitted coefficients.
+  """
   out: Dict[str, Dict[str, Any]] = {"Sinkhorn": {}}
   if cfg.anderson_memory:
     out[f"Anderson (m={cfg.anderson_memory})"] = {
@@ -108,26 +119,46 @@ def solvers(cfg: SpeedConfig) -> Dict[str, Dict[str, Any]]:
       out[f"sliced corrections ({names}) + Anderson (m={cfg.anderson_memory})"] = {
         "sliced": (steps, cfg.anderson_memory)
       }
+    if cfg.fitted_corrections:
+      name = f"fitted corrections (K={cfg.fitted_corrections})"
+      out[name] = {"sliced": ("fitted", 0)}
+      if cfg.anderson_memory:
+        out[f"{name} + Anderson (m={cfg.anderson_memory})"] = {"sliced": ("fitted", cfg.anderson_memory)}
   return out
 
 
-def sliced_solver(ini: Any, steps: Tuple[float, ...], memory: int, test: ProblemBatch, theta: Any) -> SlicedSinkhorn:
-  """:class:`SlicedSinkhorn` from the start ``ini``: on a sliced model's directions and supports, else on ``theta``."""
+def sliced_solver(ini: Any, steps: Any, memory: int, test: ProblemBatch, theta: Any) -> SlicedSinkhorn:
+  """:class:`SlicedSinkhorn` from the start ``ini``: on a sliced model's directions and supports, else on ``theta``.
+
+  ``steps``: step sizes or ``[K, L]`` coefficients (see :class:`SlicedSinkhorn`).
+  """
   if isinstance(ini, SlicedInitializer):
     return SlicedSinkhorn.from_initializer(ini, steps, anderson_memory=memory)
   solver = SlicedSinkhorn(theta, steps, initializer=ini, anderson_memory=memory)
-  return solver.bind(test.y) if test.shared_y and steps else solver
+  return solver.bind(test.y) if test.shared_y and len(steps) else solver
 
 
-def _rows(starts: Dict[str, Any], cfg: SpeedConfig, test: ProblemBatch) -> List[Tuple[str, str, Any, Dict[str, Any]]]:
+def correction_directions(starts: Dict[str, Any], test: ProblemBatch) -> Any:
+  """The directions the corrections use: the first sliced model's, else 16 fixed ones."""
   models = [m for m in starts.values() if isinstance(m, SlicedInitializer)]
-  theta = models[0].theta if models else directions(jax.random.key(0), test.x.shape[-1], 16)
+  return models[0].theta if models else directions(jax.random.key(0), test.x.shape[-1], 16)
+
+
+def _rows(
+  starts: Dict[str, Any], cfg: SpeedConfig, test: ProblemBatch, fitted_steps: Dict[str, Any]
+) -> List[Tuple[str, str, Any, Dict[str, Any]]]:
+  theta = correction_directions(starts, test)
   rows = []
   for solver, kw in solvers(cfg).items():
     for start, ini in starts.items():
       if solver == "Sinkhorn" or start in cfg.accelerated_starts:
         if "sliced" in kw:
-          rows.append((start, solver, None, {"solver": sliced_solver(ini, *kw["sliced"], test, theta)}))
+          steps, memory = kw["sliced"]
+          if isinstance(steps, str):
+            if start not in fitted_steps:
+              continue
+            steps = fitted_steps[start]
+          rows.append((start, solver, None, {"solver": sliced_solver(ini, steps, memory, test, theta)}))
         else:
           rows.append((start, solver, ini, kw))
   return rows
@@ -157,6 +188,7 @@ def measure(
   max_iterations: int,
   chunk_size: int = 10,
   progress: bool = True,
+  fitted_steps: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
   """Iterations and wall time of every ``(start, solver)`` row (see the module docstring).
 
@@ -168,6 +200,9 @@ def measure(
     max_iterations: Sinkhorn's cap.
     chunk_size: test pairs per call when counting iterations.
     progress: progress bars.
+    fitted_steps: ``{start: [K, L] coefficients}`` for the fitted-corrections
+      rows (``cfg.fitted_corrections``), fitted from that start on the
+      directions of :func:`correction_directions`; starts without are skipped.
 
   Returns:
     ``{"rows": [{"start", "solver", "iterations": {t: [B]}, "single_s": {t: [k]},
@@ -176,7 +211,7 @@ def measure(
   """
   if "zeros" not in starts:
     raise ValueError("`starts` needs a 'zeros' entry (the reference of the ratios).")
-  rows = _rows(starts, cfg, test)
+  rows = _rows(starts, cfg, test, fitted_steps or {})
   counted = tuple(t for t in cfg.counted_thresholds if t not in cfg.thresholds)
   tmin = min(cfg.thresholds + counted)
   common = {"inner_iterations": 1, "max_iterations": max_iterations}

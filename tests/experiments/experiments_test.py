@@ -139,6 +139,12 @@ def test_quick_config_end_to_end(task, tmp_path):
   if task == "mnist":  # tens of iterations from zeros (the sphere at epsilon = 0.5 needs about 5)
     assert np.mean(fast) < zeros_plain
     assert "iters to 0.0001 (not timed)" in (out / "table.md").read_text()
+    # Fitted correction coefficients (fitted_corrections: 2): rows for zeros and RA-OT, fewer iterations than plain.
+    fitted = rows[("zeros", "fitted corrections (K=2) + Anderson (m=2)")]["iterations"]["0.01"]
+    assert np.mean(fitted) < zeros_plain
+    assert ("RA-OT", "fitted corrections (K=2)") in rows
+    assert set(saved["fitted_corrections"]) == {"zeros", "RA-OT"}
+    assert all(0 < e <= 1 for e in saved["fitted_corrections"]["zeros"]["explained"])
 
 
 @pytest.mark.slow
