@@ -6,6 +6,7 @@ from ottsliced._compat import apply_shims
 apply_shims()
 _aliases.install()
 
+from ottsliced.correction_fit import fit_correction_steps  # noqa: E402
 from ottsliced.directions import directions  # noqa: E402
 from ottsliced.initializer import SlicedInitializer  # noqa: E402
 from ottsliced.objective import fit_oa, semi_dual  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
   "amortized_solve",
   "amortized_solve_batch",
   "directions",
+  "fit_correction_steps",
   "fit_oa",
   "fit_ra",
   "num_iterations",

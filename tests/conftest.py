@@ -24,22 +24,30 @@ def _memory_maps() -> int:
     return sum(1 for _ in f)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _release_compiled_executables(request):
-  """Drop JAX's compiled executables after every test module.
+@pytest.fixture(autouse=True)
+def _bound_compiled_executables(request):
+  """Drop JAX's compiled executables when a worker holds too many.
 
   XLA:CPU maps memory for each executable (about 6 maps each) and keeps it as
-  long as JAX caches the executable. A long-lived xdist worker that compiles a
-  few thousand programs reaches the kernel's ``vm.max_map_count`` (65,530) and
-  then crashes at a random place (segfault, or ``SystemError: error return
-  without exception set``). Clearing the caches between modules bounds it; a
-  module that gets near the limit on its own is reported.
+  long as JAX caches the executable. A long-lived xdist worker that compiles
+  ~10,000 programs (the quick-config tests compile 10,000-15,000 maps' worth
+  each, mostly eager ops on new shapes) reaches the kernel's
+  ``vm.max_map_count`` (65,530) and then crashes at a random place (segfault,
+  or ``SystemError: error return without exception set``). Clearing the caches
+  after any test that leaves more than 25,000 maps bounds a worker below about
+  40,000; a single test that adds more than 30,000 is reported.
   """
+  if not os.path.exists(_MAPS):
+    yield
+    return
+  before = _memory_maps()
   yield
-  if os.path.exists(_MAPS) and (maps := _memory_maps()) > 40_000:
-    warnings.warn(f"{request.module.__name__} left {maps} memory maps (limit 65,530): compile less", stacklevel=1)
-  jax.clear_caches()
-  gc.collect()
+  after = _memory_maps()
+  if after - before > 30_000:
+    warnings.warn(f"{request.node.nodeid} added {after - before} memory maps (limit 65,530)", stacklevel=1)
+  if after > 25_000:
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture

@@ -157,8 +157,13 @@ def test_throughput_quick_config(tmp_path):
   rows = metrics["rows"]
   assert [(r["n"], r["B"], r["online"]) for r in rows] == [(64, 1, False), (64, 3, True)]
   for r in rows:
-    for key in ("c_transform_us", "features_us", "plan_us", "api_us", "sinkhorn_zeros_us", "sinkhorn_ra_us"):
+    keys = ("c_transform_us", "features_us", "plan_us", "api_us", "sinkhorn_zeros_us", "sinkhorn_ra_us")
+    for key in (*keys, "sinkhorn_loop_us"):
       assert r[key] > 0
+    # SlicedSinkhorn's loop without corrections: OTT's iterations (float32: the error read from the update may round
+    # across the threshold), dense and online.
+    assert r["sinkhorn_loop_converged"] == 1.0
+    assert abs(r["sinkhorn_loop_iters"]["mean"] - r["sinkhorn_zeros_iters"]["mean"]) <= 1
     # Sinkhorn stops every pair below its threshold; the warm start needs fewer iterations.
     assert r["sinkhorn_zeros_converged"] == r["sinkhorn_ra_converged"] == 1.0
     assert r["sinkhorn_ra_iters"]["mean"] < r["sinkhorn_zeros_iters"]["mean"]
@@ -167,6 +172,7 @@ def test_throughput_quick_config(tmp_path):
     assert many["converged"] == 1.0
     assert r["bind_ms"] > 0
   assert rows[1]["zeros_vs_own_count"] > 0
+  assert rows[1]["loop_vs_own_count"] > 0
   skip = run_config(
     str(CONFIGS / "throughput_quick.yaml"),
     out_dir=str(tmp_path / "skip"),
