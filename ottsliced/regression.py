@@ -193,6 +193,7 @@ def fit_ra(
   chunk_size: int = 64,
   progress: bool = True,
   mesh: Optional[jax.sharding.Mesh] = None,
+  truth: Optional[GroundTruth] = None,
 ) -> SlicedInitializer:
   r"""Fit RA-OT: ridge regression of Sinkhorn potentials on sliced potentials.
 
@@ -227,6 +228,9 @@ def fit_ra(
       devices when there are several, else one). The regression itself
       (features and normal equations, one pass over the pairs) runs on one
       device per process. The fitted model does not depend on it.
+    truth: converged potentials of ``problems`` (:func:`ground_truth`, e.g.
+      shared with :func:`ottsliced.fit_correction_steps`); ``None``: computed
+      here with ``threshold`` and ``max_iterations``.
 
   Returns:
     A :class:`SlicedInitializer` with ``method="ra"``.
@@ -236,9 +240,17 @@ def fit_ra(
     raise ValueError(f"`ridge` must be >= 0, got {ridge}.")
   theta = _directions_for(batch, theta, num_projections, rng)
   t0 = time.perf_counter()
-  gt = ground_truth(
-    batch, threshold=threshold, max_iterations=max_iterations, chunk_size=chunk_size, progress=progress, mesh=mesh
-  )
+  if truth is None:
+    gt = ground_truth(
+      batch, threshold=threshold, max_iterations=max_iterations, chunk_size=chunk_size, progress=progress, mesh=mesh
+    )
+  elif truth.g.shape != batch.b.shape or truth.f.shape != batch.a.shape:
+    raise ValueError(
+      f"`truth` holds potentials of shapes {truth.f.shape}, {truth.g.shape} but the pairs' weights have "
+      f"{batch.a.shape}, {batch.b.shape}."
+    )
+  else:
+    gt = truth
   ok = np.asarray(gt.converged)
   bad = int((~ok).sum())
   if bad == batch.num_pairs:

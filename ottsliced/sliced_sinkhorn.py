@@ -309,6 +309,23 @@ class SlicedSinkhorn:
     g_next = geom.update_potential(f, g, jnp.log(b), axis=0)
     return CorrectionState(g_next, column_marginal(b, g, g_next, geom.epsilon), py)
 
+  def fixed_iterations_errors(self, prob: linear_problem.LinearProblem, num_iterations: int) -> jax.Array:
+    """The error trace ``[num_iterations]`` of exactly ``num_iterations`` iterations, differentiable.
+
+    The same iterations as :meth:`__call__` (corrections, line search,
+    Anderson) with no stop on the error and a ``lax.scan`` instead of a
+    ``while_loop``, so reverse-mode gradients reach the coefficients
+    (:func:`ottsliced.correction_fit.fit_correction_steps` with ``method="sweeps"``).
+    """
+    num_iterations = int(num_iterations)
+    if num_iterations < 1 + self.num_corrections:
+      raise ValueError(f"`num_iterations` must be >= 1 + K = {1 + self.num_corrections}, got {num_iterations}.")
+    geom, a, b, py, f, g = self._prepare(prob, None)
+    coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
+    static = (self.line_search, num_iterations, 0, self.every, self.anderson_memory, self.anderson_ridge)
+    _, _, trace = _solve(geom, a, b, f, g, py, coefs, 0.0, static, fixed=True)
+    return trace
+
   def _static(self) -> Tuple[Any, ...]:
     return (
       self.line_search,
@@ -343,8 +360,8 @@ class SlicedSinkhorn:
     )
 
 
-def _solve(geom, a, b, f, g, py, coefs, threshold, static):
-  """The loop: ``(f [n], g [m], errors [max_iterations])``."""
+def _solve(geom, a, b, f, g, py, coefs, threshold, static, fixed=False):
+  """The loop: ``(f [n], g [m], errors [max_iterations])``; ``fixed``: all ``max_iterations``, as a ``lax.scan``."""
   line_search, max_iterations, min_iterations, every, memory, ridge = static
   coef, every_coef = coefs
   eps = geom.epsilon
@@ -410,7 +427,10 @@ def _solve(geom, a, b, f, g, py, coefs, threshold, static):
       return jax.lax.cond(due, functools.partial(corrected, every_coef), step, state)
   else:
     body = step
-  state = jax.lax.while_loop(lambda s: ~s[5], body, state)
+  if fixed:
+    state, _ = jax.lax.scan(lambda s, _: (body(s), None), state, None, length=max_iterations - 1 - len(coef))
+  else:
+    state = jax.lax.while_loop(lambda s: ~s[5], body, state)
   _, f, g, _, trace, _, _ = state
   return f, g, trace
 

@@ -44,7 +44,7 @@ from ottsliced.experiments.timing import device_name, median_seconds
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.objective import fit_oa
 from ottsliced.problems import ProblemBatch
-from ottsliced.regression import fit_ra, ground_truth
+from ottsliced.regression import GroundTruth, fit_ra, ground_truth
 from ottsliced.sliced_sinkhorn import DEFAULT_STEPS
 from ottsliced.solve import _c_transforms, amortized_solve_batch, final_errors, num_iterations, solve_batch
 
@@ -275,6 +275,12 @@ def _fit_methods(train: ProblemBatch, model_cfg: ModelConfig, base: BaselinesCon
       notes["Meta OT"] = f"not applicable: {err}"
   rng = jax.random.key(model_cfg.seed)
   t0 = time.perf_counter()
+  truth = ground_truth(
+    train,
+    threshold=model_cfg.ground_truth_threshold,
+    max_iterations=model_cfg.ground_truth_max_iterations,
+    progress=progress,
+  )
   ra = fit_ra(
     train,
     num_projections=model_cfg.num_projections,
@@ -283,6 +289,7 @@ def _fit_methods(train: ProblemBatch, model_cfg: ModelConfig, base: BaselinesCon
     threshold=model_cfg.ground_truth_threshold,
     max_iterations=model_cfg.ground_truth_max_iterations,
     progress=progress,
+    truth=truth,
   )
   methods["RA-OT"] = {"initializer": ra, "fit_s": time.perf_counter() - t0, "params": model_cfg.num_projections}
   t0 = time.perf_counter()
@@ -296,27 +303,31 @@ def _fit_methods(train: ProblemBatch, model_cfg: ModelConfig, base: BaselinesCon
     progress=progress,
   )
   methods["OA-OT"] = {"initializer": oa, "fit_s": time.perf_counter() - t0, "params": model_cfg.num_projections}
-  return methods, notes
+  return methods, notes, truth
 
 
 def _fit_corrections(
-  train: ProblemBatch, test: ProblemBatch, methods: Dict[str, Any], model_cfg: ModelConfig, cfg: SpeedConfig
-) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
-  """Per-direction correction coefficients fitted on ``train`` for every accelerated start (unbound models)."""
+  train: ProblemBatch, test: ProblemBatch, methods: Dict[str, Any], truth: GroundTruth, cfg: SpeedConfig
+) -> Tuple[Dict[str, Dict[str, np.ndarray]], Dict[str, Dict[str, Any]]]:
+  """Per-direction correction coefficients fitted on ``train``, per fit method and accelerated start (unbound)."""
   if not cfg.fitted_corrections:
     return {}, {}
   starts = {k: m["initializer"] for k, m in methods.items() if k in cfg.accelerated_starts}
   theta = speed.correction_directions({k: m["initializer"] for k, m in methods.items()}, test)
-  truth = ground_truth(
-    train, threshold=model_cfg.ground_truth_threshold, max_iterations=model_cfg.ground_truth_max_iterations
-  )
-  steps, info = {}, {}
-  for name, ini in starts.items():
-    t0 = time.perf_counter()
-    base = speed.sliced_solver(ini, DEFAULT_STEPS, 0, train, theta)
-    fit = fit_correction_steps(train, base, num_corrections=cfg.fitted_corrections, truth=truth)
-    steps[name] = fit.coef
-    info[name] = {"fit_s": time.perf_counter() - t0, "explained": [float(e) for e in fit.explained]}
+  steps: Dict[str, Dict[str, np.ndarray]] = {}
+  info: Dict[str, Dict[str, Any]] = {}
+  for method in cfg.fitted_methods:
+    steps[method], info[method] = {}, {}
+    for name, ini in starts.items():
+      t0 = time.perf_counter()
+      base = speed.sliced_solver(ini, DEFAULT_STEPS, 0, train, theta)
+      fit = fit_correction_steps(train, base, num_corrections=cfg.fitted_corrections, method=method, truth=truth)
+      steps[method][name] = fit.coef
+      info[method][name] = {"fit_s": time.perf_counter() - t0, "coef_sums": [float(c) for c in fit.coef.sum(1)]}
+      if method == "regression":
+        info[method][name]["explained"] = [float(e) for e in fit.explained]
+      else:
+        info[method][name]["loss_first_last"] = [float(fit.losses[:10].mean()), float(fit.losses[-10:].mean())]
   return steps, info
 
 
@@ -356,8 +367,8 @@ def evaluate(
     baseline was skipped), and the fitted models under ``models`` (not
     serialised by the runner: pop it before writing).
   """
-  methods, notes = _fit_methods(train, model_cfg, base, progress)
-  fitted_steps, fitted_info = _fit_corrections(train, test, methods, model_cfg, ev.speed)
+  methods, notes, truth = _fit_methods(train, model_cfg, base, progress)
+  fitted_steps, fitted_info = _fit_corrections(train, test, methods, truth, ev.speed)
   for m in methods.values():
     if isinstance(m["initializer"], SlicedInitializer):
       m["initializer"], m["bind_s"] = bind_to_supports(m["initializer"], test, ev.bind_max_supports)

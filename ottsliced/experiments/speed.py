@@ -37,7 +37,18 @@ from ottsliced.problems import ProblemBatch
 from ottsliced.sliced_sinkhorn import DEFAULT_STEPS, SlicedSinkhorn
 from ottsliced.solve import solve_batch
 
-__all__ = ["SpeedConfig", "correction_directions", "format_speed", "measure", "sliced_solver", "solvers"]
+__all__ = [
+  "FITTED_NAMES",
+  "SpeedConfig",
+  "correction_directions",
+  "format_speed",
+  "measure",
+  "sliced_solver",
+  "solvers",
+]
+
+
+FITTED_NAMES = {"regression": "regression-fitted", "sweeps": "sweep-fitted"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +75,9 @@ class SpeedConfig:
       corrections whose per-direction coefficients are fitted on the training
       pairs (:func:`ottsliced.correction_fit.fit_correction_steps`), with and
       without Anderson; 0 skips them.
+    fitted_methods: how those coefficients are fitted, one row pair each:
+      ``"regression"`` (of the potential error left) and/or ``"sweeps"``
+      (through the next iterations, differentiated).
   """
 
   thresholds: Tuple[float, ...]
@@ -78,8 +92,11 @@ class SpeedConfig:
   sliced_steps: Tuple[float, ...] = DEFAULT_STEPS
   counted_thresholds: Tuple[float, ...] = ()
   fitted_corrections: int = 0
+  fitted_methods: Tuple[str, ...] = ("regression",)
 
   def __post_init__(self):
+    if not self.fitted_methods or not set(self.fitted_methods) <= {"regression", "sweeps"}:
+      raise ValueError("speed.fitted_methods must list 'regression' and/or 'sweeps'")
     if not self.thresholds or min(self.thresholds) <= 0:
       raise ValueError("speed.thresholds must be a non-empty list of positive numbers")
     if self.counted_thresholds and min(self.counted_thresholds) <= 0:
@@ -98,7 +115,7 @@ def solvers(cfg: SpeedConfig) -> Dict[str, Dict[str, Any]]:
   """The solvers as :func:`ottsliced.solve_batch` keyword arguments, plain Sinkhorn first.
 
   ``"sliced": (steps, memory)`` rows are :class:`SlicedSinkhorn` runs;
-  ``steps="fitted"`` takes each start's fitted coefficients.
+  ``steps="fitted:<method>"`` takes each start's coefficients fitted by that method.
   """
   out: Dict[str, Dict[str, Any]] = {"Sinkhorn": {}}
   if cfg.anderson_memory:
@@ -119,11 +136,11 @@ def solvers(cfg: SpeedConfig) -> Dict[str, Dict[str, Any]]:
       out[f"sliced corrections ({names}) + Anderson (m={cfg.anderson_memory})"] = {
         "sliced": (steps, cfg.anderson_memory)
       }
-    if cfg.fitted_corrections:
-      name = f"fitted corrections (K={cfg.fitted_corrections})"
-      out[name] = {"sliced": ("fitted", 0)}
+    for method in cfg.fitted_methods if cfg.fitted_corrections else ():
+      name = f"{FITTED_NAMES[method]} corrections (K={cfg.fitted_corrections})"
+      out[name] = {"sliced": (f"fitted:{method}", 0)}
       if cfg.anderson_memory:
-        out[f"{name} + Anderson (m={cfg.anderson_memory})"] = {"sliced": ("fitted", cfg.anderson_memory)}
+        out[f"{name} + Anderson (m={cfg.anderson_memory})"] = {"sliced": (f"fitted:{method}", cfg.anderson_memory)}
   return out
 
 
@@ -155,9 +172,9 @@ def _rows(
         if "sliced" in kw:
           steps, memory = kw["sliced"]
           if isinstance(steps, str):
-            if start not in fitted_steps:
+            steps = fitted_steps.get(steps.split(":", 1)[1], {}).get(start)
+            if steps is None:
               continue
-            steps = fitted_steps[start]
           rows.append((start, solver, None, {"solver": sliced_solver(ini, steps, memory, test, theta)}))
         else:
           rows.append((start, solver, ini, kw))
@@ -200,9 +217,10 @@ def measure(
     max_iterations: Sinkhorn's cap.
     chunk_size: test pairs per call when counting iterations.
     progress: progress bars.
-    fitted_steps: ``{start: [K, L] coefficients}`` for the fitted-corrections
-      rows (``cfg.fitted_corrections``), fitted from that start on the
-      directions of :func:`correction_directions`; starts without are skipped.
+    fitted_steps: ``{method: {start: [K, L] coefficients}}`` for the
+      fitted-corrections rows (``cfg.fitted_corrections``, ``cfg.fitted_methods``),
+      fitted from that start on the directions of :func:`correction_directions`;
+      starts without are skipped.
 
   Returns:
     ``{"rows": [{"start", "solver", "iterations": {t: [B]}, "single_s": {t: [k]},

@@ -139,12 +139,17 @@ def test_quick_config_end_to_end(task, tmp_path):
   if task == "mnist":  # tens of iterations from zeros (the sphere at epsilon = 0.5 needs about 5)
     assert np.mean(fast) < zeros_plain
     assert "iters to 0.0001 (not timed)" in (out / "table.md").read_text()
-    # Fitted correction coefficients (fitted_corrections: 2): rows for zeros and RA-OT, fewer iterations than plain.
-    fitted = rows[("zeros", "fitted corrections (K=2) + Anderson (m=2)")]["iterations"]["0.01"]
-    assert np.mean(fitted) < zeros_plain
-    assert ("RA-OT", "fitted corrections (K=2)") in rows
-    assert set(saved["fitted_corrections"]) == {"zeros", "RA-OT"}
-    assert all(0 < e <= 1 for e in saved["fitted_corrections"]["zeros"]["explained"])
+    # Fitted correction coefficients (fitted_corrections: 2, both methods): rows for zeros and RA-OT, fewer
+    # iterations than plain.
+    for method in ("regression", "sweep"):
+      fitted = rows[("zeros", f"{method}-fitted corrections (K=2) + Anderson (m=2)")]["iterations"]["0.01"]
+      assert np.mean(fitted) < zeros_plain
+      assert ("RA-OT", f"{method}-fitted corrections (K=2)") in rows
+    assert set(saved["fitted_corrections"]) == {"regression", "sweeps"}
+    assert set(saved["fitted_corrections"]["sweeps"]) == {"zeros", "RA-OT"}
+    assert all(0 < e <= 1 for e in saved["fitted_corrections"]["regression"]["zeros"]["explained"])
+    first, last = saved["fitted_corrections"]["sweeps"]["zeros"]["loss_first_last"]
+    assert last < first  # the sweep loss goes down
 
 
 @pytest.mark.slow
