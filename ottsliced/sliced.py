@@ -50,6 +50,7 @@ __all__ = [
   "Centering",
   "SortedProjections",
   "batched_sliced_potentials",
+  "argsort_rows",
   "combined_source_potentials",
   "sliced_potentials",
   "sliced_potentials_sorted",
@@ -82,15 +83,43 @@ def sort_projections(x: jax.Array, theta: jax.Array) -> SortedProjections:
   On a support shared by many measures (an image grid, fixed sphere locations)
   call this once and pass the result to :func:`sliced_potentials_sorted` for
   every pair: only the weights then change. Sorting is the expensive part on
-  CPUs (XLA's CPU sort takes about 10 ms for ``[100, 784]``).
+  CPUs; :func:`argsort_rows` takes XLA's fast integer path (``[32, 784]``:
+  2.4 ms against 8.0 ms for ``jnp.argsort`` on the 2-core CPU).
 
   The projection uses full float32 matmul precision (no TF32 / bf16 passes).
   """
   proj = jnp.matmul(theta, x.T, precision=jax.lax.Precision.HIGHEST)  # [L, n]
-  order = jnp.argsort(proj, axis=-1)
+  order = argsort_rows(proj)
   n = order.shape[-1]
   ranks = jax.vmap(lambda o: jnp.zeros_like(o).at[o].set(jnp.arange(n, dtype=o.dtype), unique_indices=True))(order)
   return SortedProjections(jnp.take_along_axis(proj, order, axis=-1), order, ranks)
+
+
+def argsort_rows(values: jax.Array) -> jax.Array:
+  """Stable argsort ``[L, n]`` (int32) of each row of a float array, as ``jnp.argsort(values, axis=-1)``.
+
+  XLA:CPU sorts a single integer array several times faster than floats or
+  several operands (``jnp.argsort`` sorts the values and an iota together, with
+  a NaN-aware comparator). Here: the floats as order-preserving integers of
+  their width, one integer sort, each entry's first position among equals
+  (binary search), then a second integer sort of ``position * n + index``,
+  which breaks ties by index, as a stable sort does. ``[32, 784]`` float32:
+  2.4 ms against 8.0 ms on the 2-core CPU (``jnp.argsort`` is kept for float32
+  rows longer than 46,340, where ``position * n`` would overflow int32).
+  Values must not be NaN; ``-0.0`` and ``0.0`` are equal.
+  """
+  num, n = values.shape
+  if values.dtype.itemsize < 4:
+    values = values.astype(jnp.float32)
+  wide = values.dtype.itemsize == 8
+  if not wide and n * n > 2**31 - 1:
+    return jnp.argsort(values, axis=-1).astype(jnp.int32)
+  itype = jnp.int64 if wide else jnp.int32
+  bits = jax.lax.bitcast_convert_type(jnp.where(values == 0, jnp.zeros_like(values), values), itype)
+  keys = jnp.where(bits < 0, bits ^ jnp.iinfo(itype).max, bits)  # two's complement order = float order
+  first = _count_below(jnp.sort(keys, axis=-1), keys).astype(itype)
+  packed = jnp.sort(first * n + jnp.arange(n, dtype=itype)[None], axis=-1)
+  return (packed % n).astype(jnp.int32)
 
 
 def _ss(sorted_arr: jax.Array, query: jax.Array, side: str = "left") -> jax.Array:

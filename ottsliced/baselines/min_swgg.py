@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from ott.geometry.costs import CostFn
 
-from ottsliced import _validation
+from ottsliced import _validation, sliced
 from ottsliced.problems import ProblemBatch
 
 __all__ = ["SWGGResult", "min_swgg_plan", "min_swgg_plans"]
@@ -103,7 +103,7 @@ def _pair_costs(xi: jax.Array, yj: jax.Array, cost_fn: Optional[CostFn]) -> jax.
 def _project_sort(z: jax.Array, theta: jax.Array) -> jax.Array:
   """``z [n, d]``, ``theta [D, d]`` -> argsort of each projection ``[D, n]``."""
   proj = jnp.matmul(theta, z.T, precision=jax.lax.Precision.HIGHEST)
-  return jnp.argsort(proj, axis=-1)
+  return sliced.argsort_rows(proj)
 
 
 def _lifted_cost(x, y, a, b, ox, oy, cost_fn) -> jax.Array:
