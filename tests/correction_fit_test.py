@@ -111,7 +111,8 @@ def test_fixed_iterations_errors_are_the_solvers_and_differentiable(digits_test)
 
   grad = jax.grad(loss)(solver.coef)
   assert grad.shape == (2, L)
-  assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+  assert np.all(np.isfinite(grad))
+  assert np.abs(grad).max() > 0
   with pytest.raises(ValueError, match="num_iterations"):
     solver.fixed_iterations_errors(prob, 2)
 
@@ -120,7 +121,9 @@ def test_sweep_fit_lowers_its_loss_and_beats_the_default_steps(digits_train, dig
   """Through 3 differentiated sweeps, no ground truth: the loss goes down and held-out pairs need fewer iterations."""
   solver = SlicedSinkhorn(ots.directions(THETA_KEY, 2, L), threshold=1e-3, anderson_memory=0)
   fit = fit_correction_steps(digits_train.take(slice(0, 24)), solver, method="sweeps", sweeps=3, num_steps=200)
-  assert fit.coef.shape == (2, L) and fit.explained.size == 0 and fit.losses.shape == (200,)
+  assert fit.coef.shape == (2, L)
+  assert fit.explained.size == 0
+  assert fit.losses.shape == (200,)
   assert fit.losses[-20:].mean() < fit.losses[:20].mean()
   run = jax.jit(lambda solver, prob: solver(prob))
   iters = {"default": [], "sweeps": []}

@@ -9,6 +9,9 @@ and return index arrays ``(i0, i1)``; the flow-matching pairs are
 - ``"exact"``: the exact OT plan of the batch (POT's ``ot.emd`` on the host
   through :func:`jax.pure_callback`; uniform weights give a permutation).
 - ``"sinkhorn"``: OTT's Sinkhorn at a stated epsilon.
+- ``"sliced"``: the same problem solved by :class:`~ottsliced.SlicedSinkhorn` from
+  zeros (training-free sliced corrections, then Anderson acceleration, the
+  error read every iteration for free) to the same threshold.
 - ``"ra"`` / ``"oa"``: a fitted :class:`~ottsliced.SlicedInitializer` (RA-OT or
   OA-OT, fitted once on a few mini-batches by :func:`fit_flow_couplings`), then
   the amortized plan of :func:`ottsliced.amortized_solve` (prediction, two c-transforms and
@@ -35,10 +38,12 @@ from ott.geometry import pointcloud
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
+from ottsliced.directions import directions
 from ottsliced.initializer import SlicedInitializer
 from ottsliced.objective import fit_oa
 from ottsliced.problems import ProblemBatch
 from ottsliced.regression import fit_ra
+from ottsliced.sliced_sinkhorn import SlicedSinkhorn
 from ottsliced.solve import sinkhorn_sweeps
 
 __all__ = [
@@ -55,9 +60,9 @@ __all__ = [
   "fit_flow_couplings",
 ]
 
-Coupling = Literal["independent", "exact", "sinkhorn", "ra", "oa"]
+Coupling = Literal["independent", "exact", "sinkhorn", "sliced", "ra", "oa"]
 SampleMode = Literal["multinomial", "joint", "argmax"]
-COUPLINGS: Tuple[str, ...] = ("independent", "exact", "sinkhorn", "ra", "oa")
+COUPLINGS: Tuple[str, ...] = ("independent", "exact", "sinkhorn", "sliced", "ra", "oa")
 SAMPLE_MODES: Tuple[str, ...] = ("multinomial", "joint", "argmax")
 
 
@@ -165,6 +170,15 @@ def _sinkhorn_potentials(x0, x1, epsilon, threshold, max_iterations):
   return out.f, out.g
 
 
+def _sliced_sinkhorn_potentials(x0, x1, epsilon, threshold, max_iterations):
+  n, m = x0.shape[0], x1.shape[0]
+  geom = pointcloud.PointCloud(x0, x1, epsilon=epsilon)
+  prob = linear_problem.LinearProblem(geom, jnp.full(n, 1.0 / n, x0.dtype), jnp.full(m, 1.0 / m, x1.dtype))
+  theta = directions(jax.random.key(0), x0.shape[1], 16, dtype=x0.dtype)
+  out = SlicedSinkhorn(theta, threshold=threshold, max_iterations=max_iterations)(prob)
+  return out.f, out.g
+
+
 _STATIC = ("kind", "sample", "refine_iterations", "sinkhorn_max_iterations")
 
 
@@ -182,6 +196,8 @@ def _couple(x0, x1, key, model, epsilon, kind, sample, refine_iterations, sinkho
     return Pairing(rows, perm)
   if kind == "sinkhorn":
     f, g = _sinkhorn_potentials(x0, x1, epsilon, sinkhorn_threshold, sinkhorn_max_iterations)
+  elif kind == "sliced":
+    f, g = _sliced_sinkhorn_potentials(x0, x1, epsilon, sinkhorn_threshold, sinkhorn_max_iterations)
   else:
     f, g = _amortized_potentials(x0, x1, model, refine_iterations)
     epsilon = model.epsilon
@@ -209,22 +225,22 @@ def couple(
   not recompile). Squared Euclidean cost, uniform weights.
 
   Args:
-    kind: ``"independent"``, ``"exact"``, ``"sinkhorn"``, ``"ra"`` or ``"oa"``.
+    kind: ``"independent"``, ``"exact"``, ``"sinkhorn"``, ``"sliced"``, ``"ra"`` or ``"oa"``.
     x0: source batch ``[B, d]``.
     x1: target batch ``[B, d]`` (same ``B``).
     key: PRNG key for the draw.
     model: the fitted :class:`~ottsliced.SlicedInitializer` (``"ra"``/``"oa"``;
       its fitted epsilon is used).
-    epsilon: Sinkhorn's epsilon (``"sinkhorn"`` only; absolute, on the raw
-      squared Euclidean cost).
+    epsilon: Sinkhorn's epsilon (``"sinkhorn"`` and ``"sliced"``; absolute, on
+      the raw squared Euclidean cost).
     sample: ``"multinomial"`` (one draw per source row), ``"joint"`` (``B``
       draws from the flattened plan) or ``"argmax"``.
     refine_iterations: Sinkhorn iterations after the amortized prediction
       and its two c-transforms (``"ra"``/``"oa"``). The default 1 gives the
       row conditionals of the authors' final plan (two c-transforms, then
       row and column rescaling).
-    sinkhorn_threshold: Sinkhorn's marginal-error threshold.
-    sinkhorn_max_iterations: Sinkhorn's iteration cap.
+    sinkhorn_threshold: Sinkhorn's marginal-error threshold (``"sliced"`` too).
+    sinkhorn_max_iterations: Sinkhorn's iteration cap (``"sliced"`` too).
 
   Returns:
     A :class:`Pairing` of ``[B]`` int32 index arrays. ``"multinomial"`` and
@@ -242,8 +258,8 @@ def couple(
       raise ValueError(f"coupling {kind!r} needs `model`, a fitted SlicedInitializer (see fit_flow_couplings).")
     if model.dim != np.shape(x0)[1]:
       raise ValueError(f"`model` was fitted on d={model.dim} points, the batches have d={np.shape(x0)[1]}.")
-  if kind == "sinkhorn" and (epsilon is None or not float(epsilon) > 0):
-    raise ValueError(f"coupling 'sinkhorn' needs a positive `epsilon`, got {epsilon!r}.")
+  if kind in ("sinkhorn", "sliced") and (epsilon is None or not float(epsilon) > 0):
+    raise ValueError(f"coupling {kind!r} needs a positive `epsilon`, got {epsilon!r}.")
   if int(refine_iterations) < 0:
     raise ValueError(f"`refine_iterations` must be >= 0, got {refine_iterations}.")
   eps = 1.0 if epsilon is None else float(epsilon)

@@ -13,7 +13,8 @@ from ottsliced import flow_matching as fm
 
 
 def _kwargs(kind, flow_models):
-  return {"sinkhorn": {"epsilon": 2.0}, "ra": {"model": flow_models.ra}, "oa": {"model": flow_models.oa}}.get(kind, {})
+  kw = {"sinkhorn": {"epsilon": 2.0}, "sliced": {"epsilon": 2.0}, "ra": {"model": flow_models.ra}}
+  return {**kw, "oa": {"model": flow_models.oa}}.get(kind, {})
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_draws_follow_the_plan(sample):
   np.testing.assert_array_equal(top, plan.argmax(1))
 
 
-@pytest.mark.parametrize("kind", ["sinkhorn", "ra", "oa"])
+@pytest.mark.parametrize("kind", ["sinkhorn", "sliced", "ra", "oa"])
 def test_entropic_couplings_pair_closer_points(kind, flow_models, batch):
   """Drawn pairs are closer than the independent pairing, and a new key changes the draw."""
   x0, x1 = batch
@@ -65,6 +66,16 @@ def test_entropic_couplings_pair_closer_points(kind, flow_models, batch):
   cost = np.mean([float(jnp.mean(jnp.sum((x0[p.i0] - x1[p.i1]) ** 2, axis=1))) for p in draws])
   assert cost < float(jnp.mean(jnp.sum((x0 - x1) ** 2, axis=1)))
   assert any(bool(jnp.any(p.i1 != draws[0].i1)) for p in draws[1:])
+
+
+def test_sliced_coupling_is_sinkhorns_plan(x64):
+  """The corrected solver's coupling is Sinkhorn's at a tight threshold: the same rows, the same draws."""
+  x0, x1 = FLOW_SOURCE(jax.random.key(4), 64), FLOW_TARGET(jax.random.key(5), 64)
+  kw = {"epsilon": 0.5, "sinkhorn_threshold": 1e-10, "sinkhorn_max_iterations": 20_000}
+  for sample in ("argmax", "multinomial"):
+    ref = fm.couple("sinkhorn", x0, x1, jax.random.key(6), sample=sample, **kw)
+    out = fm.couple("sliced", x0, x1, jax.random.key(6), sample=sample, **kw)
+    np.testing.assert_array_equal(out.i1, ref.i1)
 
 
 def test_exact_is_optimal_permutation():
