@@ -40,6 +40,14 @@ iterations, stops at the same iteration on OTT's rule (column L1 error below
 ``threshold``) and returns the same potentials, up to float rounding (tested
 in float64).
 
+The dual guard does not bound the iteration count: on small random clouds at
+small epsilon, where Sinkhorn crosses metastable plateaus, a correction that
+raised the dual can still lengthen the tail (5 of 40 clouds in
+``benchmarks/corrections_random_clouds.py``). ``safeguard=True`` races plain
+Sinkhorn's iterations in lockstep and stops at the first iteration where either
+chain converges: never more iterations than plain Sinkhorn (a hypothesis test),
+for two more kernel passes per iteration.
+
 Cost of one correction: the sliced potentials (about one kernel pass at
 ``L = 16`` on 784 atoms) and one more :math:`\mathcal T_a` per extra
 line-search candidate.
@@ -158,6 +166,13 @@ class SlicedSinkhorn:
     max_iterations: iteration cap (static).
     min_iterations: no stop before it (static).
     support: bound target supports (:meth:`bind`).
+    safeguard: also run plain Sinkhorn's iterations in lockstep and stop at
+      the first iteration where either chain meets the threshold, returning
+      the corrected one unless only plain Sinkhorn converged (static). The
+      count is then never above plain Sinkhorn's (tested on random clouds,
+      where the unguarded count is above it on 5 of 40:
+      ``benchmarks/corrections_random_clouds.py``); each iteration costs two
+      more kernel passes.
   """
 
   def __init__(
@@ -175,6 +190,7 @@ class SlicedSinkhorn:
     max_iterations: int = 2000,
     min_iterations: int = 0,
     support: Optional[BoundSupport] = None,
+    safeguard: bool = False,
   ):
     if _validation.is_concrete(theta) and np.ndim(theta) != 2:
       raise ValueError(f"`theta` must be [L, d], got shape {np.shape(theta)}.")
@@ -198,6 +214,7 @@ class SlicedSinkhorn:
     self.threshold = threshold
     self.max_iterations, self.min_iterations = int(max_iterations), int(min_iterations)
     self.support = support
+    self.safeguard = bool(safeguard)
     # Static: the initializer predicts from the solver's own sorted projections (checked once, here).
     self.shares_projections = isinstance(initializer, SlicedInitializer) and initializer.theta is theta
 
@@ -223,6 +240,7 @@ class SlicedSinkhorn:
       "max_iterations": self.max_iterations,
       "min_iterations": self.min_iterations,
       "support": self.support,
+      "safeguard": self.safeguard,
     }
     keep_sharing = "theta" not in kwargs and "initializer" not in kwargs and self.shares_projections
     theta = kwargs.pop("theta", self.theta)
@@ -304,7 +322,7 @@ class SlicedSinkhorn:
     """
     geom, a, b, py, f, g = self._prepare(prob, None)
     coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
-    static = (self.line_search, 1 + self.num_corrections, 0, 0, 0, self.anderson_ridge)
+    static = (self.line_search, 1 + self.num_corrections, 0, 0, 0, self.anderson_ridge, False)
     f, g, _ = _solve(geom, a, b, f, g, py, coefs, 0.0, static)
     g_next = geom.update_potential(f, g, jnp.log(b), axis=0)
     return CorrectionState(g_next, column_marginal(b, g, g_next, geom.epsilon), py)
@@ -322,7 +340,7 @@ class SlicedSinkhorn:
       raise ValueError(f"`num_iterations` must be >= 1 + K = {1 + self.num_corrections}, got {num_iterations}.")
     geom, a, b, py, f, g = self._prepare(prob, None)
     coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
-    static = (self.line_search, num_iterations, 0, self.every, self.anderson_memory, self.anderson_ridge)
+    static = (self.line_search, num_iterations, 0, self.every, self.anderson_memory, self.anderson_ridge, False)
     _, _, trace = _solve(geom, a, b, f, g, py, coefs, 0.0, static, fixed=True)
     return trace
 
@@ -334,6 +352,7 @@ class SlicedSinkhorn:
       self.every,
       self.anderson_memory,
       self.anderson_ridge,
+      self.safeguard,
     )
 
   def _aux(self) -> Tuple[Any, ...]:
@@ -349,7 +368,7 @@ class SlicedSinkhorn:
     obj = object.__new__(cls)
     obj.theta, obj.coef, obj.every_coef, obj.initializer, obj.threshold, obj.support = children
     obj.line_search, obj.max_iterations, obj.min_iterations, obj.every, obj.anderson_memory = aux[:5]
-    obj.anderson_ridge, obj.shares_projections = aux[5:]
+    obj.anderson_ridge, obj.safeguard, obj.shares_projections = aux[5:]
     return obj
 
   def __repr__(self) -> str:
@@ -362,7 +381,7 @@ class SlicedSinkhorn:
 
 def _solve(geom, a, b, f, g, py, coefs, threshold, static, fixed=False):
   """The loop: ``(f [n], g [m], errors [max_iterations])``; ``fixed``: all ``max_iterations``, as a ``lax.scan``."""
-  line_search, max_iterations, min_iterations, every, memory, ridge = static
+  line_search, max_iterations, min_iterations, every, memory, ridge, safeguard = static
   coef, every_coef = coefs
   eps = geom.epsilon
   log_a, log_b = jnp.log(a), jnp.log(b)
@@ -416,22 +435,58 @@ def _solve(geom, a, b, f, g, py, coefs, threshold, static, fixed=False):
   history = (jnp.zeros((memory, b.shape[0]), f.dtype),) * 2 + (jnp.zeros((), jnp.int32),)
   g_next = t_b(f, g)
   state = plain((jnp.zeros((), jnp.int32), f, g, g_next, trace, jnp.zeros((), bool), history))
+  body = _body(accelerated if memory else plain, corrected, every, coef, every_coef)
+  if safeguard and not fixed:
+    return _race(state, coef, corrected, body, plain, threshold)
   for coef_k in coef:  # static K: unrolled, each skipped once the pair stopped
     state = jax.lax.cond(state[5], lambda s: s, functools.partial(corrected, coef_k), state)
-  step = accelerated if memory else plain
-  if every:
-    first = 1 + len(coef) + every  # iterations done before the first periodic correction
-
-    def body(state):
-      due = (state[0] >= first) & ((state[0] - first) % every == 0)
-      return jax.lax.cond(due, functools.partial(corrected, every_coef), step, state)
-  else:
-    body = step
   if fixed:
     state, _ = jax.lax.scan(lambda s, _: (body(s), None), state, None, length=max_iterations - 1 - len(coef))
   else:
     state = jax.lax.while_loop(lambda s: ~s[5], body, state)
   _, f, g, _, trace, _, _ = state
+  return f, g, trace
+
+
+def _body(step, corrected, every, coef, every_coef):
+  """One iteration after the corrections: ``step``, or a periodic correction every ``every`` iterations."""
+  if not every:
+    return step
+  first = 1 + len(coef) + every  # iterations done before the first periodic correction
+
+  def body(state):
+    due = (state[0] >= first) & ((state[0] - first) % every == 0)
+    return jax.lax.cond(due, functools.partial(corrected, every_coef), step, state)
+
+  return body
+
+
+def _race(state, coef, corrected, body, plain, threshold):
+  """The safeguard: the corrected iterations and plain Sinkhorn's, in lockstep from iteration 1.
+
+  Both stop at the first iteration where either meets the threshold; the
+  corrected one is returned unless only plain Sinkhorn converged. The count
+  is then never above plain Sinkhorn's; an iteration costs two more kernel passes.
+  """
+
+  def both(fn):
+    def run(pair):
+      main, shadow = fn(pair[0]), plain(pair[1])
+      stop = main[5] | shadow[5]
+      return (*main[:5], stop, main[6]), (*shadow[:5], stop, shadow[6])
+
+    return run
+
+  pair = (state, state)
+  for coef_k in coef:
+    pair = jax.lax.cond(pair[0][5], lambda p: p, both(functools.partial(corrected, coef_k)), pair)
+  main, shadow = jax.lax.while_loop(lambda p: ~p[0][5], both(body), pair)
+
+  def met(s):
+    return s[4][jnp.maximum(s[0] - 1, 0)] < threshold
+
+  use_shadow = met(shadow) & ~met(main)
+  _, f, g, _, trace, _, _ = jax.tree.map(lambda u, v: jnp.where(use_shadow, v, u), main, shadow)
   return f, g, trace
 
 

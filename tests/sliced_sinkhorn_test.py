@@ -189,3 +189,56 @@ def test_hypothesis_converges_to_sinkhorns_solution(n, m, seed, epsilon, zero_fr
   assert bool(out.converged)
   np.testing.assert_allclose(float(out.reg_ot_cost), float(plain.reg_ot_cost), rtol=1e-3, atol=1e-4)
   np.testing.assert_allclose(out.matrix, plain.matrix, atol=2e-3)
+
+
+def _padded_problem(n, m, seed, epsilon, zero_frac, size=40):
+  """The random-cloud family of the hypothesis tests, padded to ``size`` atoms (one compilation for all)."""
+  rs = np.random.default_rng(seed)
+  x, a = random_measure(rs, n, 2, zero_frac=zero_frac, keep_first=True)
+  y, b = random_measure(rs, m, 2, zero_frac=zero_frac, keep_first=True)
+  y = y + rs.normal(size=2)
+  x, y = np.pad(x, ((0, size - n), (0, 0))), np.pad(y, ((0, size - m), (0, 0)))
+  return _problem(x, y, np.pad(a, (0, size - n)), np.pad(b, (0, size - m)), epsilon)
+
+
+@jax.jit
+def _plain(prob):
+  return sinkhorn.Sinkhorn(threshold=1e-3, inner_iterations=1, max_iterations=20_000)(prob)
+
+
+def test_safeguard_returns_plain_sinkhorn_where_corrections_lose(x64):
+  """A cloud where the corrections cost iterations: the safeguard stops with plain Sinkhorn, at its count."""
+  prob = _padded_problem(35, 8, 0, 0.02, 0.3)
+  theta = ots.directions(jax.random.key(0), 2, 16, dtype=jnp.float64)
+  kw = {"threshold": 1e-3, "max_iterations": 20_000, "anderson_memory": 0}
+  ref = _plain(prob)
+  unguarded = _solve(SlicedSinkhorn(theta, **kw), prob)
+  guarded = _solve(SlicedSinkhorn(theta, safeguard=True, **kw), prob)
+  assert _iterations(unguarded) > _iterations(ref)  # measured 1760 against 1645: the case exercises the race
+  assert _iterations(guarded) == _iterations(ref)
+  assert bool(guarded.converged)
+  np.testing.assert_allclose(guarded.errors, ref.errors, rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(guarded.matrix, ref.matrix, atol=1e-12)
+
+
+@pytest.mark.usefixtures("x64")
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+  n=st.integers(8, 40),
+  m=st.integers(8, 40),
+  seed=st.integers(0, 10_000),
+  epsilon=st.sampled_from([0.02, 0.1, 0.5]),
+  zero_frac=st.sampled_from([0.0, 0.3]),
+  memory=st.sampled_from([0, 2]),
+)
+def test_hypothesis_safeguard_never_more_iterations_than_sinkhorn(n, m, seed, epsilon, zero_frac, memory):
+  """With ``safeguard=True``: never more iterations than OTT's Sinkhorn, and its solution (float64)."""
+  prob = _padded_problem(n, m, seed, epsilon, zero_frac)
+  ref = _plain(prob)
+  assume(bool(ref.converged))
+  theta = ots.directions(jax.random.key(seed), 2, 16, dtype=jnp.float64)
+  solver = SlicedSinkhorn(theta, threshold=1e-3, max_iterations=20_000, anderson_memory=memory, safeguard=True)
+  out = _solve(solver, prob)
+  assert bool(out.converged)
+  assert _iterations(out) <= _iterations(ref)
+  np.testing.assert_allclose(out.matrix, ref.matrix, atol=2e-3)
