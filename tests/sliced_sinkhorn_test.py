@@ -158,39 +158,6 @@ def test_bad_input_gets_clear_errors(digits_test):
     SlicedSinkhorn(theta).bind(np.zeros((10, 2)))(digits_test.problem(0))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-  n=st.integers(8, 40),
-  m=st.integers(8, 40),
-  seed=st.integers(0, 10_000),
-  epsilon=st.sampled_from([0.02, 0.1, 0.5]),
-  zero_frac=st.sampled_from([0.0, 0.3]),
-  memory=st.sampled_from([0, 2]),
-)
-def test_hypothesis_converges_to_sinkhorns_solution(n, m, seed, epsilon, zero_frac, memory):
-  """Guarded corrections on random clouds converge to plain Sinkhorn's solution.
-
-  Not asserted: fewer iterations. The dual-objective guard does not guarantee
-  it; e.g. n=35, m=8, seed=0, epsilon=0.02, zero_frac=0.3 takes 1894
-  iterations against plain Sinkhorn's 1646 (docs/results.md, corrections).
-  """
-  rs = np.random.default_rng(seed)
-  x, a = random_measure(rs, n, 2, zero_frac=zero_frac, keep_first=True)
-  y, b = random_measure(rs, m, 2, zero_frac=zero_frac, keep_first=True)
-  y = y + rs.normal(size=2)
-  # Padded to one shape with zero weights (changes nothing, tested above): one compilation for all examples.
-  x, y = np.pad(x, ((0, 40 - n), (0, 0))), np.pad(y, ((0, 40 - m), (0, 0)))
-  a, b = np.pad(a, (0, 40 - n)), np.pad(b, (0, 40 - m))
-  prob = _problem(x.astype(np.float32), y.astype(np.float32), a.astype(np.float32), b.astype(np.float32), epsilon)
-  plain = sinkhorn.Sinkhorn(threshold=1e-3, inner_iterations=1, max_iterations=5000)(prob)
-  assume(bool(plain.converged))  # float32 Sinkhorn stalls above 1e-3 on a few clouds at epsilon = 0.02
-  theta = ots.directions(jax.random.key(seed), 2, 16)
-  out = _solve(SlicedSinkhorn(theta, threshold=1e-3, max_iterations=5000, anderson_memory=memory), prob)
-  assert bool(out.converged)
-  np.testing.assert_allclose(float(out.reg_ot_cost), float(plain.reg_ot_cost), rtol=1e-3, atol=1e-4)
-  np.testing.assert_allclose(out.matrix, plain.matrix, atol=2e-3)
-
-
 def _padded_problem(n, m, seed, epsilon, zero_frac, size=40):
   """The random-cloud family of the hypothesis tests, padded to ``size`` atoms (one compilation for all)."""
   rs = np.random.default_rng(seed)
@@ -199,6 +166,36 @@ def _padded_problem(n, m, seed, epsilon, zero_frac, size=40):
   y = y + rs.normal(size=2)
   x, y = np.pad(x, ((0, size - n), (0, 0))), np.pad(y, ((0, size - m), (0, 0)))
   return _problem(x, y, np.pad(a, (0, size - n)), np.pad(b, (0, size - m)), epsilon)
+
+
+CLOUDS = {
+  "n": st.integers(8, 40),
+  "m": st.integers(8, 40),
+  "seed": st.integers(0, 10_000),
+  "epsilon": st.sampled_from([0.02, 0.1, 0.5]),
+  "zero_frac": st.sampled_from([0.0, 0.3]),
+  "memory": st.sampled_from([0, 2]),
+}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(**CLOUDS)
+def test_hypothesis_converges_to_sinkhorns_solution(n, m, seed, epsilon, zero_frac, memory):
+  """Guarded corrections on random clouds converge to plain Sinkhorn's solution.
+
+  Not asserted here: fewer iterations. The dual-objective guard does not
+  guarantee it (n=35, m=8, seed=0, epsilon=0.02, zero_frac=0.3: 1894 against
+  plain Sinkhorn's 1646 in float32); ``safeguard=True`` does (tests below).
+  """
+  # Padded to one shape with zero weights (changes nothing, tested above): one compilation for all examples.
+  prob = _padded_problem(n, m, seed, epsilon, zero_frac)  # float32
+  plain = sinkhorn.Sinkhorn(threshold=1e-3, inner_iterations=1, max_iterations=5000)(prob)
+  assume(bool(plain.converged))  # float32 Sinkhorn stalls above 1e-3 on a few clouds at epsilon = 0.02
+  theta = ots.directions(jax.random.key(seed), 2, 16)
+  out = _solve(SlicedSinkhorn(theta, threshold=1e-3, max_iterations=5000, anderson_memory=memory), prob)
+  assert bool(out.converged)
+  np.testing.assert_allclose(float(out.reg_ot_cost), float(plain.reg_ot_cost), rtol=1e-3, atol=1e-4)
+  np.testing.assert_allclose(out.matrix, plain.matrix, atol=2e-3)
 
 
 @jax.jit
@@ -223,14 +220,7 @@ def test_safeguard_returns_plain_sinkhorn_where_corrections_lose(x64):
 
 @pytest.mark.usefixtures("x64")
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-  n=st.integers(8, 40),
-  m=st.integers(8, 40),
-  seed=st.integers(0, 10_000),
-  epsilon=st.sampled_from([0.02, 0.1, 0.5]),
-  zero_frac=st.sampled_from([0.0, 0.3]),
-  memory=st.sampled_from([0, 2]),
-)
+@given(**CLOUDS)
 def test_hypothesis_safeguard_never_more_iterations_than_sinkhorn(n, m, seed, epsilon, zero_frac, memory):
   """With ``safeguard=True``: never more iterations than OTT's Sinkhorn, and its solution (float64)."""
   prob = _padded_problem(n, m, seed, epsilon, zero_frac)
