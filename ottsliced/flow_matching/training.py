@@ -75,6 +75,7 @@ def make_train_step(
   refine_iterations: int = 1,
   sinkhorn_threshold: float = 1e-3,
   sinkhorn_max_iterations: int = 2000,
+  sliced_directions: int = 16,
 ) -> Callable:
   """One jit-compiled training step: batches, coupling, loss, gradient, update.
 
@@ -90,8 +91,10 @@ def make_train_step(
     raise ValueError(f"unknown coupling {kind!r}; choose one of {COUPLINGS}.")
   if sample not in SAMPLE_MODES:
     raise ValueError(f"unknown sample mode {sample!r}; choose one of {SAMPLE_MODES}.")
-  if kind == "sinkhorn" and (sinkhorn_epsilon is None or not sinkhorn_epsilon > 0):
-    raise ValueError("coupling 'sinkhorn' needs a positive `sinkhorn_epsilon`.")
+  if kind in ("sinkhorn", "sliced") and (sinkhorn_epsilon is None or not sinkhorn_epsilon > 0):
+    raise ValueError(f"coupling {kind!r} needs a positive `sinkhorn_epsilon`.")
+  if int(sliced_directions) < 1:
+    raise ValueError(f"`sliced_directions` must be >= 1, got {sliced_directions}.")
   traces = [0]
   eps = 1.0 if sinkhorn_epsilon is None else float(sinkhorn_epsilon)
 
@@ -112,6 +115,7 @@ def make_train_step(
       refine_iterations,
       sinkhorn_threshold,
       sinkhorn_max_iterations,
+      int(sliced_directions),
     )
     loss, grads = jax.value_and_grad(cfm_loss)(params, apply_fn, x0[pair.i0], x1[pair.i1], kl, sigma)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -156,6 +160,7 @@ def train_flow(
   refine_iterations: int = 1,
   sinkhorn_threshold: float = 1e-3,
   sinkhorn_max_iterations: int = 2000,
+  sliced_directions: int = 16,
   progress: bool = False,
 ) -> TrainResult:
   """Train a :class:`VelocityMLP` by conditional flow matching with coupling ``kind``.
@@ -187,6 +192,7 @@ def train_flow(
     refine_iterations=refine_iterations,
     sinkhorn_threshold=sinkhorn_threshold,
     sinkhorn_max_iterations=sinkhorn_max_iterations,
+    sliced_directions=sliced_directions,
   )
   model = model if kind in ("ra", "oa") else None
   losses = []

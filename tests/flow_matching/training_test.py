@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from conftest import FLOW_SOURCE, FLOW_TARGET
 
 from ottsliced import flow_matching as fm
@@ -21,3 +22,13 @@ def test_train_step_jits_once_with_amortized_coupling(flow_models):
     params, opt_state, loss = step(params, opt_state, key, k, model)
     assert np.isfinite(float(loss))
   assert step.num_traces() == 1
+
+
+def test_train_step_rejects_sinkhorn_couplings_without_epsilon():
+  net = fm.VelocityMLP()
+  opt = optax.adamw(1e-3)
+  for kind in ("sinkhorn", "sliced"):
+    with pytest.raises(ValueError, match="positive `sinkhorn_epsilon`"):
+      fm.make_train_step(kind, FLOW_SOURCE, FLOW_TARGET, net.apply, opt)
+  with pytest.raises(ValueError, match="sliced_directions"):
+    fm.make_train_step("sliced", FLOW_SOURCE, FLOW_TARGET, net.apply, opt, sinkhorn_epsilon=1.0, sliced_directions=0)
