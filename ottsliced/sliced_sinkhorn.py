@@ -322,7 +322,9 @@ class SlicedSinkhorn:
     """
     geom, a, b, py, f, g = self._prepare(prob, None)
     coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
-    static = (self.line_search, 1 + self.num_corrections, 0, 0, 0, self.anderson_ridge, False)
+    static = self._static(
+      max_iterations=1 + self.num_corrections, min_iterations=0, every=0, anderson_memory=0, safeguard=False
+    )
     f, g, _ = _solve(geom, a, b, f, g, py, coefs, 0.0, static)
     g_next = geom.update_potential(f, g, jnp.log(b), axis=0)
     return CorrectionState(g_next, column_marginal(b, g, g_next, geom.epsilon), py)
@@ -340,20 +342,26 @@ class SlicedSinkhorn:
       raise ValueError(f"`num_iterations` must be >= 1 + K = {1 + self.num_corrections}, got {num_iterations}.")
     geom, a, b, py, f, g = self._prepare(prob, None)
     coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
-    static = (self.line_search, num_iterations, 0, self.every, self.anderson_memory, self.anderson_ridge, False)
+    static = self._static(max_iterations=num_iterations, min_iterations=0, safeguard=False)
     _, _, trace = _solve(geom, a, b, f, g, py, coefs, 0.0, static, fixed=True)
     return trace
 
-  def _static(self) -> Tuple[Any, ...]:
-    return (
-      self.line_search,
-      self.max_iterations,
-      self.min_iterations,
-      self.every,
-      self.anderson_memory,
-      self.anderson_ridge,
-      self.safeguard,
-    )
+  _STATIC_FIELDS = (
+    "line_search",
+    "max_iterations",
+    "min_iterations",
+    "every",
+    "anderson_memory",
+    "anderson_ridge",
+    "safeguard",
+  )
+
+  def _static(self, **overrides: Any) -> Tuple[Any, ...]:
+    """The loop's static settings (``_solve``'s ``static``), with ``overrides`` by field name."""
+    unknown = set(overrides) - set(self._STATIC_FIELDS)
+    if unknown:
+      raise TypeError(f"unknown static settings {sorted(unknown)}")
+    return tuple(overrides.get(name, getattr(self, name)) for name in self._STATIC_FIELDS)
 
   def _aux(self) -> Tuple[Any, ...]:
     return (*self._static(), self.shares_projections)

@@ -18,6 +18,7 @@ LAYERS = {
   "core": 0,
   "data": 1,
   "baselines": 1,
+  "pretrained": 1,
   "flow_matching": 2,
   "experiments": 3,
   "cli": 4,

@@ -56,6 +56,7 @@ __all__ = [
   "PairPool",
   "SWGGConfig",
   "evaluate",
+  "fit_sliced_models",
   "format_evaluation",
   "mean_std",
   "method_plans",
@@ -248,6 +249,48 @@ def _iterations_to(errors: np.ndarray, thresholds: Tuple[float, ...]) -> Dict[st
 
 
 # --------------------------------------------------------------------------- protocol
+def fit_sliced_models(
+  train: ProblemBatch, model_cfg: ModelConfig, progress: bool = False
+) -> Tuple[Dict[str, Dict[str, Any]], GroundTruth]:
+  """RA-OT and OA-OT fitted on ``train`` with a task config's ``model`` settings (same directions).
+
+  Returns:
+    ``{"RA-OT": {...}, "OA-OT": {...}}`` (each: ``initializer``, ``fit_s``,
+    ``params``) and the ground truth RA-OT regressed on (reused by callers).
+  """
+  rng = jax.random.key(model_cfg.seed)
+  t0 = time.perf_counter()
+  truth = ground_truth(
+    train,
+    threshold=model_cfg.ground_truth_threshold,
+    max_iterations=model_cfg.ground_truth_max_iterations,
+    progress=progress,
+  )
+  ra = fit_ra(
+    train,
+    num_projections=model_cfg.num_projections,
+    ridge=model_cfg.ridge,
+    rng=rng,
+    threshold=model_cfg.ground_truth_threshold,
+    max_iterations=model_cfg.ground_truth_max_iterations,
+    progress=progress,
+    truth=truth,
+  )
+  fitted = {"RA-OT": {"initializer": ra, "fit_s": time.perf_counter() - t0, "params": model_cfg.num_projections}}
+  t0 = time.perf_counter()
+  oa = fit_oa(
+    train,
+    theta=ra.theta,
+    steps=model_cfg.oa_steps,
+    learning_rate=model_cfg.oa_learning_rate,
+    batch_size=model_cfg.oa_batch_size,
+    rng=rng,
+    progress=progress,
+  )
+  fitted["OA-OT"] = {"initializer": oa, "fit_s": time.perf_counter() - t0, "params": model_cfg.num_projections}
+  return fitted, truth
+
+
 def _fit_methods(train: ProblemBatch, model_cfg: ModelConfig, base: BaselinesConfig, progress: bool):
   methods: Dict[str, Dict[str, Any]] = {"zeros": {"initializer": initializers.DefaultInitializer(), "fit_s": 0.0}}
   notes: Dict[str, str] = {}
@@ -273,36 +316,8 @@ def _fit_methods(train: ProblemBatch, model_cfg: ModelConfig, base: BaselinesCon
       methods["Meta OT"] = {"initializer": meta.initializer, "fit_s": meta.train_seconds, "params": meta.num_params}
     except ValueError as err:
       notes["Meta OT"] = f"not applicable: {err}"
-  rng = jax.random.key(model_cfg.seed)
-  t0 = time.perf_counter()
-  truth = ground_truth(
-    train,
-    threshold=model_cfg.ground_truth_threshold,
-    max_iterations=model_cfg.ground_truth_max_iterations,
-    progress=progress,
-  )
-  ra = fit_ra(
-    train,
-    num_projections=model_cfg.num_projections,
-    ridge=model_cfg.ridge,
-    rng=rng,
-    threshold=model_cfg.ground_truth_threshold,
-    max_iterations=model_cfg.ground_truth_max_iterations,
-    progress=progress,
-    truth=truth,
-  )
-  methods["RA-OT"] = {"initializer": ra, "fit_s": time.perf_counter() - t0, "params": model_cfg.num_projections}
-  t0 = time.perf_counter()
-  oa = fit_oa(
-    train,
-    theta=ra.theta,
-    steps=model_cfg.oa_steps,
-    learning_rate=model_cfg.oa_learning_rate,
-    batch_size=model_cfg.oa_batch_size,
-    rng=rng,
-    progress=progress,
-  )
-  methods["OA-OT"] = {"initializer": oa, "fit_s": time.perf_counter() - t0, "params": model_cfg.num_projections}
+  fitted, truth = fit_sliced_models(train, model_cfg, progress)
+  methods.update(fitted)
   return methods, notes, truth
 
 
@@ -314,13 +329,13 @@ def _fit_corrections(
     return {}, {}
   starts = {k: m["initializer"] for k, m in methods.items() if k in cfg.accelerated_starts}
   theta = speed.correction_directions({k: m["initializer"] for k, m in methods.items()}, test)
+  bases = {name: speed.sliced_solver(ini, DEFAULT_STEPS, 0, train, theta) for name, ini in starts.items()}
   steps: Dict[str, Dict[str, np.ndarray]] = {}
   info: Dict[str, Dict[str, Any]] = {}
   for method in cfg.fitted_methods:
     steps[method], info[method] = {}, {}
-    for name, ini in starts.items():
+    for name, base in bases.items():
       t0 = time.perf_counter()
-      base = speed.sliced_solver(ini, DEFAULT_STEPS, 0, train, theta)
       fit = fit_correction_steps(train, base, num_corrections=cfg.fitted_corrections, method=method, truth=truth)
       steps[method][name] = fit.coef
       info[method][name] = {"fit_s": time.perf_counter() - t0, "coef_sums": [float(c) for c in fit.coef.sum(1)]}

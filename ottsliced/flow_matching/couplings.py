@@ -162,21 +162,22 @@ def _amortized_potentials(x0, x1, model, refine_iterations):
   return sinkhorn_sweeps(geom, a, b, f, g, refine_iterations)
 
 
-def _sinkhorn_potentials(x0, x1, epsilon, threshold, max_iterations):
+def _uniform_problem(x0, x1, epsilon):
+  """OTT's problem on ``x0``, ``x1`` with uniform weights (squared Euclidean cost)."""
   n, m = x0.shape[0], x1.shape[0]
   geom = pointcloud.PointCloud(x0, x1, epsilon=epsilon)
-  prob = linear_problem.LinearProblem(geom, jnp.full(n, 1.0 / n, x0.dtype), jnp.full(m, 1.0 / m, x1.dtype))
+  return linear_problem.LinearProblem(geom, jnp.full(n, 1.0 / n, x0.dtype), jnp.full(m, 1.0 / m, x1.dtype))
+
+
+def _sinkhorn_potentials(x0, x1, epsilon, threshold, max_iterations):
   solver = sinkhorn.Sinkhorn(threshold=threshold, max_iterations=max_iterations, implicit_diff=None)
-  out = solver(prob)
+  out = solver(_uniform_problem(x0, x1, epsilon))
   return out.f, out.g
 
 
 def _sliced_sinkhorn_potentials(x0, x1, epsilon, threshold, max_iterations, num_directions):
-  n, m = x0.shape[0], x1.shape[0]
-  geom = pointcloud.PointCloud(x0, x1, epsilon=epsilon)
-  prob = linear_problem.LinearProblem(geom, jnp.full(n, 1.0 / n, x0.dtype), jnp.full(m, 1.0 / m, x1.dtype))
   theta = directions(jax.random.key(0), x0.shape[1], num_directions, dtype=x0.dtype)
-  out = SlicedSinkhorn(theta, threshold=threshold, max_iterations=max_iterations)(prob)
+  out = SlicedSinkhorn(theta, threshold=threshold, max_iterations=max_iterations)(_uniform_problem(x0, x1, epsilon))
   return out.f, out.g
 
 
