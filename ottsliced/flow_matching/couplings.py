@@ -257,10 +257,9 @@ def couple(
     sinkhorn_threshold: Sinkhorn's marginal-error threshold (``"sliced"`` too).
     sinkhorn_max_iterations: Sinkhorn's iteration cap (``"sliced"`` too).
     sliced_directions: number of directions of the ``"sliced"`` solver's
-      corrections (seeded, key 0). In 2-D at epsilon = 2 the corrections save
-      no iteration and their sorts cost time: 4 directions are 0.59–0.99x the
-      time of OTT's Sinkhorn at B = 128–512, 16 directions 0.72–1.34x
-      (``docs/results.md``, flow matching).
+      corrections (seeded, key 0); each correction sorts them. The flow
+      configs use 4: in 2-D at epsilon = 2 the corrections save no iteration
+      (``benchmarks/flow_corrections.py``).
 
   Returns:
     A :class:`Pairing` of ``[B]`` int32 index arrays. ``"multinomial"`` and
