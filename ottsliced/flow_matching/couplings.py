@@ -257,7 +257,7 @@ def couple(
     sinkhorn_threshold: Sinkhorn's marginal-error threshold (``"sliced"`` too).
     sinkhorn_max_iterations: Sinkhorn's iteration cap (``"sliced"`` too).
     sliced_directions: number of directions of the ``"sliced"`` solver's
-      corrections (seeded, key 0); each correction sorts them. The flow
+      corrections (seeded, key 0). The flow
       configs use 4: in 2-D at epsilon = 2 the corrections save no iteration
       (``benchmarks/flow_corrections.py``).
 
