@@ -68,9 +68,7 @@ def load_pretrained(name: str, **overrides: Any) -> SlicedInitializer:
     ValueError: unknown name (the message lists the shipped ones), or a
       corrupted file (checksum mismatch).
   """
-  names = [
-    e.name[: -len(".npz")] for e in resources.files(__name__).joinpath(_DIR).iterdir() if e.name.endswith(".npz")
-  ]
+  names = _names()
   if name not in names:
-    raise ValueError(f"no shipped model {name!r}; shipped: {sorted(names)}.")
+    raise ValueError(f"no shipped model {name!r}; shipped: {names}.")
   return _load(name, **overrides)
