@@ -40,6 +40,10 @@ iterations, stops at the same iteration on OTT's rule (column L1 error below
 ``threshold``) and returns the same potentials, up to float rounding (tested
 in float64).
 
+Where Sinkhorn needs only a few iterations the corrections cannot pay (each
+costs one to two iterations' time): :func:`ottsliced.select_steps` times a
+task's candidate schedules, none included, on sample problems.
+
 The dual guard does not bound the iteration count: on small random clouds at
 small epsilon, where Sinkhorn crosses metastable plateaus, a correction that
 raised the dual can still lengthen the tail (5 of 40 clouds in
@@ -173,6 +177,14 @@ class SlicedSinkhorn:
       where the unguarded count is above it on 5 of 40:
       ``benchmarks/corrections_random_clouds.py``); each iteration costs two
       more kernel passes.
+    stop_after_rejection: once the line search rejects a correction (the
+      plain update had the higher dual), run plain (or Anderson) iterations
+      in the remaining correction slots and skip periodic corrections
+      (static; needs the multiplier 0 in ``line_search``). A rejected
+      correction says that this problem's slow modes are not sliced ones
+      (2-D flow batches at epsilon = 2); on MNIST it costs 0.1-0.3
+      iterations (``benchmarks/flow_corrections.py``, docs/results.md).
+      :func:`ottsliced.select_steps` times it against the other schedules.
   """
 
   def __init__(
@@ -191,6 +203,7 @@ class SlicedSinkhorn:
     min_iterations: int = 0,
     support: Optional[BoundSupport] = None,
     safeguard: bool = False,
+    stop_after_rejection: bool = False,
   ):
     if _validation.is_concrete(theta) and np.ndim(theta) != 2:
       raise ValueError(f"`theta` must be [L, d], got shape {np.shape(theta)}.")
@@ -215,6 +228,7 @@ class SlicedSinkhorn:
     self.max_iterations, self.min_iterations = int(max_iterations), int(min_iterations)
     self.support = support
     self.safeguard = bool(safeguard)
+    self.stop_after_rejection = bool(stop_after_rejection)
     # Static: the initializer predicts from the solver's own sorted projections (checked once, here).
     self.shares_projections = isinstance(initializer, SlicedInitializer) and initializer.theta is theta
 
@@ -241,6 +255,7 @@ class SlicedSinkhorn:
       "min_iterations": self.min_iterations,
       "support": self.support,
       "safeguard": self.safeguard,
+      "stop_after_rejection": self.stop_after_rejection,
     }
     keep_sharing = "theta" not in kwargs and "initializer" not in kwargs and self.shares_projections
     theta = kwargs.pop("theta", self.theta)
@@ -354,6 +369,7 @@ class SlicedSinkhorn:
     "anderson_memory",
     "anderson_ridge",
     "safeguard",
+    "stop_after_rejection",
   )
 
   def _static(self, **overrides: Any) -> Tuple[Any, ...]:
@@ -376,7 +392,7 @@ class SlicedSinkhorn:
     obj = object.__new__(cls)
     obj.theta, obj.coef, obj.every_coef, obj.initializer, obj.threshold, obj.support = children
     obj.line_search, obj.max_iterations, obj.min_iterations, obj.every, obj.anderson_memory = aux[:5]
-    obj.anderson_ridge, obj.safeguard, obj.shares_projections = aux[5:]
+    obj.anderson_ridge, obj.safeguard, obj.stop_after_rejection, obj.shares_projections = aux[5:]
     return obj
 
   def __repr__(self) -> str:
@@ -389,7 +405,7 @@ class SlicedSinkhorn:
 
 def _solve(geom, a, b, f, g, py, coefs, threshold, static, fixed=False):
   """The loop: ``(f [n], g [m], errors [max_iterations])``; ``fixed``: all ``max_iterations``, as a ``lax.scan``."""
-  line_search, max_iterations, min_iterations, every, memory, ridge, safeguard = static
+  line_search, max_iterations, min_iterations, every, memory, ridge, safeguard, stop_after_rejection = static
   coef, every_coef = coefs
   eps = geom.epsilon
   log_a, log_b = jnp.log(a), jnp.log(b)
@@ -398,22 +414,22 @@ def _solve(geom, a, b, f, g, py, coefs, threshold, static, fixed=False):
   threshold = jnp.asarray(threshold, f.dtype)
   mult = jnp.asarray(line_search, f.dtype)
 
-  def finish(k, f, g, g_next, trace, history):
+  def finish(k, f, g, g_next, trace, history, active):
     # (f, g) has exact rows; g_next = T_b f gives its column marginal and error.
     err = jnp.sum(jnp.abs(column_marginal(b, g, g_next, eps) - b))
     err = jnp.where(k > min_iterations - 1, err, jnp.inf) if min_iterations else err
     trace = trace.at[k].set(err)
     stop = (k + 1 >= max_iterations) | (((k + 1) >= max(min_iterations, 1)) & ~(err >= threshold))
-    return (k + 1, f, g, g_next, trace, stop, history)
+    return (k + 1, f, g, g_next, trace, stop, history, active)
 
   def plain(state):
-    k, f, g, g_next, trace, _, history = state
+    k, f, g, g_next, trace, _, history, active = state
     f = t_a(f, g_next)
-    return finish(k, f, g_next, t_b(f, g_next), trace, history)
+    return finish(k, f, g_next, t_b(f, g_next), trace, history, active)
 
   def accelerated(state):
     # Anderson on the map g -> T_b T_a g: the extrapolated g keeps the error free (f = T_a g, then T_b f).
-    k, f, g, g_next, trace, _, (g_in, g_out, filled) = state
+    k, f, g, g_next, trace, _, (g_in, g_out, filled), active = state
     g_in = jnp.concatenate([g_in[1:], g[None]])
     g_out = jnp.concatenate([g_out[1:], g_next[None]])
     filled = filled + 1
@@ -421,10 +437,10 @@ def _solve(geom, a, b, f, g, py, coefs, threshold, static, fixed=False):
     use = (filled >= memory) & jnp.all(jnp.isfinite(g_ex) | (b <= 0))
     g_new = jnp.where(use, g_ex, g_next)
     f = t_a(f, g_new)
-    return finish(k, f, g_new, t_b(f, g_new), trace, (g_in, g_out, filled))
+    return finish(k, f, g_new, t_b(f, g_new), trace, (g_in, g_out, filled), active)
 
   def corrected(coef_k, state):
-    k, f, g, g_next, trace, _, history = state
+    k, f, g, g_next, trace, _, history, active = state
     c = column_marginal(b, g, g_next, eps)
     psi = sliced.combined_source_potentials(py, py, b, c, coef_k)
     psi = jnp.where(b > 0, psi, 0.0).astype(g_next.dtype)
@@ -437,22 +453,30 @@ def _solve(geom, a, b, f, g, py, coefs, threshold, static, fixed=False):
       duals = jax.vmap(lambda fc, gc: _dual(a, b, fc, gc))(fs, cands)
       best = jnp.argmax(jnp.where(jnp.isnan(duals), -jnp.inf, duals))
       g_new, f_new = cands[best], fs[best]
-    return finish(k, f_new, g_new, t_b(f_new, g_new), trace, history)
+      if stop_after_rejection:  # the plain update won: this problem's slow modes are not sliced ones
+        active = active & (mult[best] != 0)
+    return finish(k, f_new, g_new, t_b(f_new, g_new), trace, history, active)
+
+  step = accelerated if memory else plain
+
+  def correct_if_active(coef_k, state):
+    return jax.lax.cond(state[7], functools.partial(corrected, coef_k), step, state)
 
   trace = -jnp.ones((max_iterations,), f.dtype)
   history = (jnp.zeros((memory, b.shape[0]), f.dtype),) * 2 + (jnp.zeros((), jnp.int32),)
   g_next = t_b(f, g)
-  state = plain((jnp.zeros((), jnp.int32), f, g, g_next, trace, jnp.zeros((), bool), history))
-  body = _body(accelerated if memory else plain, corrected, every, coef, every_coef)
+  start = (jnp.zeros((), jnp.int32), f, g, g_next, trace, jnp.zeros((), bool), history, jnp.ones((), bool))
+  state = plain(start)
+  body = _body(step, corrected, every, coef, every_coef)
   if safeguard and not fixed:
-    return _race(state, coef, corrected, body, plain, threshold)
-  for coef_k in coef:  # static K: unrolled, each skipped once the pair stopped
-    state = jax.lax.cond(state[5], lambda s: s, functools.partial(corrected, coef_k), state)
+    return _race(state, coef, correct_if_active, body, plain, threshold)
+  for coef_k in coef:  # static K: unrolled, each skipped once the pair stopped or a correction was rejected
+    state = jax.lax.cond(state[5], lambda s: s, functools.partial(correct_if_active, coef_k), state)
   if fixed:
     state, _ = jax.lax.scan(lambda s, _: (body(s), None), state, None, length=max_iterations - 1 - len(coef))
   else:
     state = jax.lax.while_loop(lambda s: ~s[5], body, state)
-  _, f, g, _, trace, _, _ = state
+  f, g, trace = state[1], state[2], state[4]
   return f, g, trace
 
 
@@ -463,7 +487,7 @@ def _body(step, corrected, every, coef, every_coef):
   first = 1 + len(coef) + every  # iterations done before the first periodic correction
 
   def body(state):
-    due = (state[0] >= first) & ((state[0] - first) % every == 0)
+    due = (state[0] >= first) & ((state[0] - first) % every == 0) & state[7]
     return jax.lax.cond(due, functools.partial(corrected, every_coef), step, state)
 
   return body
@@ -481,7 +505,7 @@ def _race(state, coef, corrected, body, plain, threshold):
     def run(pair):
       main, shadow = fn(pair[0]), plain(pair[1])
       stop = main[5] | shadow[5]
-      return (*main[:5], stop, main[6]), (*shadow[:5], stop, shadow[6])
+      return (*main[:5], stop, *main[6:]), (*shadow[:5], stop, *shadow[6:])
 
     return run
 
@@ -494,7 +518,7 @@ def _race(state, coef, corrected, body, plain, threshold):
     return s[4][jnp.maximum(s[0] - 1, 0)] < threshold
 
   use_shadow = met(shadow) & ~met(main)
-  _, f, g, _, trace, _, _ = jax.tree.map(lambda u, v: jnp.where(use_shadow, v, u), main, shadow)
+  f, g, trace = (jnp.where(use_shadow, shadow[i], main[i]) for i in (1, 2, 4))
   return f, g, trace
 
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_measure
+from conftest import FLOW_SOURCE, FLOW_TARGET, random_measure
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ott.geometry import pointcloud
@@ -12,6 +12,7 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
 import ottsliced as ots
+from ottsliced.data import digit_pairs
 from ottsliced.sliced_sinkhorn import SlicedSinkhorn
 
 
@@ -258,3 +259,23 @@ def test_hypothesis_safeguard_never_more_iterations_than_sinkhorn(n, m, seed, ep
   assert bool(out.converged)
   assert _iterations(out) <= _iterations(ref)
   np.testing.assert_allclose(out.matrix, ref.matrix, atol=2e-3)
+
+
+def test_stop_after_rejection_skips_the_corrections_after_a_rejected_one(x64):
+  """A rejected correction (the plain update had the higher dual) ends the corrections; accepted ones run on."""
+  theta4 = ots.directions(jax.random.key(0), 2, 4, dtype=jnp.float64)
+  x0 = FLOW_SOURCE(jax.random.key(1), 32).astype(jnp.float64)
+  x1 = FLOW_TARGET(jax.random.key(2), 32).astype(jnp.float64)
+  flow = linear_problem.LinearProblem(pointcloud.PointCloud(x0, x1, epsilon=2.0))  # first correction rejected
+  run = jax.jit(lambda s, p: s(p))
+  stopped = run(SlicedSinkhorn(theta4, (2.0, 1.0), threshold=1e-6, stop_after_rejection=True), flow)
+  one = run(SlicedSinkhorn(theta4, (2.0,), threshold=1e-6), flow)
+  both = run(SlicedSinkhorn(theta4, (2.0, 1.0), threshold=1e-6), flow)
+  np.testing.assert_array_equal(stopped.errors, one.errors)  # the second slot ran a plain (Anderson) iteration
+  np.testing.assert_array_equal(stopped.f, one.f)
+  assert not np.array_equal(np.asarray(stopped.errors), np.asarray(both.errors))  # ... which the default corrects
+  theta = ots.directions(jax.random.key(0), 2, 16, dtype=jnp.float64)
+  prob = digit_pairs(1, epsilon=1e-2, seed=0).problem(0)  # both corrections accepted: nothing changes
+  out = run(SlicedSinkhorn(theta, threshold=1e-6, stop_after_rejection=True), prob)
+  np.testing.assert_array_equal(out.errors, run(SlicedSinkhorn(theta, threshold=1e-6), prob).errors)
+  assert bool(out.converged)
