@@ -21,6 +21,7 @@ from ottsliced.solve import (  # noqa: E402
   num_iterations,
   solve_batch,
 )
+from ottsliced.step_selection import select_steps  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
   "fit_oa",
   "fit_ra",
   "num_iterations",
+  "select_steps",
   "semi_dual",
   "sliced_potentials",
   "solve_batch",
