@@ -5,11 +5,14 @@ Run: ``python benchmarks/flow_corrections.py`` (about a minute on the 2-core CPU
 threshold 1e-3) at B = 128, 256, 512, prints
 
 * iterations: OTT's Sinkhorn read every iteration (``inner_iterations=1``), the training-free corrected solver
-  (4 directions, the flow configs' ``sliced_directions``) without and with Anderson (memory 2), and the same
-  loop with no correction (``steps=()``, Anderson only);
+  (4 directions, the flow configs' ``sliced_directions``) without and with Anderson (memory 2), the same with
+  ``stop_after_rejection=True`` (no correction after one the line search rejected), and the same loop with no
+  correction (``steps=()``, Anderson only);
 * wall ms of the whole coupling (solve + multinomial draw), the calls alternating 40 times each on the same
   batch: OTT's Sinkhorn as the flow runner calls it (``couple("sinkhorn")``), the ``sliced`` coupling, and the
-  loop with no correction, with each one's ratio to OTT's Sinkhorn.
+  loop with no correction, with each one's ratio to OTT's Sinkhorn;
+* the steps :func:`ottsliced.flow_matching.select_sliced_steps` picks on 3 other batches of the same size
+  (what the flow configs' ``sliced_steps: auto`` does before training).
 """
 
 import time
@@ -36,6 +39,7 @@ def _solvers():
   return {
     "corrections, no Anderson": SlicedSinkhorn(theta, threshold=THRESHOLD, anderson_memory=0),
     "corrections + Anderson": SlicedSinkhorn(theta, threshold=THRESHOLD),
+    "stop after rejection": SlicedSinkhorn(theta, threshold=THRESHOLD, stop_after_rejection=True),
     "no correction (Anderson)": SlicedSinkhorn(theta, (), threshold=THRESHOLD),
   }
 
@@ -85,7 +89,17 @@ def main() -> None:
           times[name].append(time.perf_counter() - t0)
       ms = {name: 1e3 * float(np.median(t)) for name, t in times.items()}
       cells = ", ".join(f"{n} {v:.2f} ({v / ms['Sinkhorn']:.2f})" for n, v in ms.items())
+      keys = jax.random.split(jax.random.fold_in(kc, 1), 6)
+      sel = fm.select_sliced_steps(
+        [fm.sample_toy("gaussian", k, size, **TOY_KW) for k in keys[:3]],
+        [fm.sample_toy(toy, k, size, **TOY_KW) for k in keys[3:]],
+        epsilon=EPSILON,
+        sinkhorn_threshold=THRESHOLD,
+        sliced_directions=NUM_DIRECTIONS,
+      )
+      picked = list(sel.candidates[sel.best]["steps"])
       print(f"{toy:10s} B={size:4d}  iterations {its}\n{'':17s}ms (x OTT Sinkhorn): {cells}", flush=True)
+      print(f"{'':17s}select_sliced_steps picks {picked} ({np.round(sel.ms, 3).tolist()} ms)", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ after a warm-up) at several batch sizes. A reference ``w2_floor`` is the
 import dataclasses
 import os
 import time
-from typing import Any, Dict, List, Literal, Tuple
+from typing import Any, Dict, List, Literal, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -93,10 +93,16 @@ class SinkhornConfig:
   threshold: float
   max_iterations: int
   sliced_directions: int = 16  # directions of the "sliced" coupling's corrections (same epsilon and threshold)
+  # The "sliced" coupling's correction steps: a list (empty: none), or "auto": the fastest of the default steps,
+  # one step and none, timed on `sliced_selection_batches` training-size batches before training.
+  sliced_steps: Union[Literal["auto"], Tuple[float, ...]] = "auto"
+  sliced_selection_batches: int = 3
 
   def __post_init__(self):
     if not self.epsilon > 0 or self.max_iterations < 1 or self.sliced_directions < 1:
       raise ValueError("sinkhorn.epsilon must be > 0, max_iterations >= 1 and sliced_directions >= 1")
+    if self.sliced_selection_batches < 1:
+      raise ValueError(f"sinkhorn.sliced_selection_batches must be >= 1, got {self.sliced_selection_batches}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,16 +177,49 @@ def _samplers(cfg: ToyConfig):
   return source, target
 
 
-def _couple_kwargs(config: Config, kind: str, models: fm.FlowCouplings) -> Dict[str, Any]:
+def _couple_kwargs(
+  config: Config, kind: str, models: fm.FlowCouplings, sliced_steps: Tuple[float, ...]
+) -> Dict[str, Any]:
   kw: Dict[str, Any] = {"sample": config.train.sample}
   if kind in ("sinkhorn", "sliced"):
     s = config.sinkhorn
     kw.update(epsilon=s.epsilon, sinkhorn_threshold=s.threshold, sinkhorn_max_iterations=s.max_iterations)
     if kind == "sliced":
-      kw.update(sliced_directions=s.sliced_directions)
+      kw.update(sliced_directions=s.sliced_directions, sliced_steps=sliced_steps)
   elif kind in ("ra", "oa"):
     kw.update(model=models.ra if kind == "ra" else models.oa, refine_iterations=config.amortized.refine_iterations)
   return kw
+
+
+def _sliced_steps(config: Config, source, target, key: jax.Array, log) -> Tuple[Tuple[float, ...], Dict[str, Any]]:
+  """The "sliced" coupling's steps: as configured, or timed on sample batches of the training size ("auto")."""
+  s = config.sinkhorn
+  if s.sliced_steps != "auto":
+    return tuple(s.sliced_steps), {"chosen": list(s.sliced_steps), "selected": False}
+  if "sliced" not in config.couplings:
+    return (), {}
+  bsz = config.train.batch_size
+  keys = jax.random.split(key, 2 * s.sliced_selection_batches)
+  sel = fm.select_sliced_steps(
+    [source(k, bsz) for k in keys[::2]],
+    [target(k, bsz) for k in keys[1::2]],
+    epsilon=s.epsilon,
+    sinkhorn_threshold=s.threshold,
+    sinkhorn_max_iterations=s.max_iterations,
+    sliced_directions=s.sliced_directions,
+  )
+  chosen = tuple(sel.candidates[sel.best]["steps"])
+  info = {
+    "chosen": list(chosen),
+    "selected": True,
+    "batch_size": bsz,
+    "candidates": [list(c["steps"]) for c in sel.candidates],
+    "ms": [float(v) for v in sel.ms],
+    "iterations": [float(v) for v in sel.iterations],
+  }
+  timed = {str(c): round(ms, 3) for c, ms in zip(info["candidates"], info["ms"])}
+  log(f"sliced coupling steps {list(chosen)} (ms per solve at B={bsz}: {timed})")
+  return chosen, info
 
 
 def _epsilon(config: Config, kind: str) -> Any:
@@ -225,6 +264,8 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
     )
     log(f"pre-training: RA-OT {models.ra_seconds:.1f} s, OA-OT {models.oa_seconds:.1f} s")
 
+  sliced_steps, sliced_info = _sliced_steps(config, source, target, jax.random.fold_in(k_time, 0), log)
+
   ke0, ke1, ke2 = jax.random.split(k_eval, 3)
   x0_eval = source(ke0, ev.num_samples)
   y_eval = np.asarray(target(ke1, ev.num_samples))
@@ -234,7 +275,7 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
   results: Dict[str, Dict[str, Any]] = {}
   plots: Dict[str, Dict[str, np.ndarray]] = {}
   for kind in config.couplings:
-    kw = _couple_kwargs(config, kind, models)
+    kw = _couple_kwargs(config, kind, models, sliced_steps)
     tr = fm.train_flow(
       kind,
       source,
@@ -254,6 +295,7 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
       sinkhorn_threshold=config.sinkhorn.threshold,
       sinkhorn_max_iterations=config.sinkhorn.max_iterations,
       sliced_directions=config.sinkhorn.sliced_directions,
+      sliced_steps=sliced_steps,
       progress=progress,
     )
     apply_fn = fm.VelocityMLP(dim=2, width=tc.width, depth=tc.depth).apply
@@ -313,7 +355,7 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
       "sinkhorn_threshold": config.sinkhorn.threshold,
       "sinkhorn_max_iterations": config.sinkhorn.max_iterations,
     }
-    calls = {kind: (kind, _couple_kwargs(config, kind, models)), "sinkhorn": ("sinkhorn", reference)}
+    calls = {kind: (kind, _couple_kwargs(config, kind, models, sliced_steps)), "sinkhorn": ("sinkhorn", reference)}
     same_epsilon[kind] = {}
     for bsz in ev.timing_batch_sizes:
       kb0, kb1, kc = jax.random.split(jax.random.fold_in(k_time, bsz), 3)
@@ -335,6 +377,7 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
     "pretraining": pre,
     "couplings": results,
     "sinkhorn_same_epsilon_ms": same_epsilon,
+    "sliced_steps": sliced_info,
     "device": str(jax.devices()[0]),
   }
 
@@ -347,7 +390,7 @@ _NAMES = {
   "independent": "independent (I-CFM)",
   "exact": "exact OT (OT-CFM)",
   "sinkhorn": "Sinkhorn",
-  "sliced": "Sinkhorn, sliced corrections",
+  "sliced": "SlicedSinkhorn (steps timed per task)",
   "ra": "RA-OT",
 }
 _NAMES["oa"] = "OA-OT"
@@ -471,6 +514,13 @@ def format_table(metrics: Dict[str, Any]) -> str:
         c = per_size[b]
         cells.append(f"{c['coupling']:.2f} vs {c['sinkhorn']:.2f} ({c['coupling'] / c['sinkhorn']:.2f})")
       lines.append(f"| {_NAMES[kind]} vs Sinkhorn | {eps:g} | " + " | ".join(cells) + " |")
+  sel = metrics.get("sliced_steps", {})
+  if sel.get("selected"):
+    cells = ", ".join(
+      f"{c or 'none'}: {ms:.2f} ms, {its:.1f} iterations"
+      for c, ms, its in zip(sel["candidates"], sel["ms"], sel["iterations"])
+    )
+    lines += ["", f"`sliced` coupling steps {sel['chosen'] or 'none'}, timed at B = {sel['batch_size']} ({cells})."]
   pre = metrics.get("pretraining", {})
   if pre:
     parts = [f"{_NAMES[k]} {v['seconds']:.1f} s (ε = {v['epsilon']:g})" for k, v in pre.items()]

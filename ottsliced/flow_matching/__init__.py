@@ -31,6 +31,7 @@ from ottsliced.flow_matching.couplings import (
   draw_pairs,
   exact_permutation,
   fit_flow_couplings,
+  select_sliced_steps,
 )
 from ottsliced.flow_matching.metrics import PathEnergy, path_energy, w2_exact
 from ottsliced.flow_matching.ode import ODESolution, dopri5, euler_sample, trajectory
@@ -58,6 +59,7 @@ __all__ = [
   "exact_permutation",
   "fit_flow_couplings",
   "make_train_step",
+  "select_sliced_steps",
   "path_energy",
   "sample_toy",
   "train_flow",

@@ -10,8 +10,10 @@ and return index arrays ``(i0, i1)``; the flow-matching pairs are
   through :func:`jax.pure_callback`; uniform weights give a permutation).
 - ``"sinkhorn"``: OTT's Sinkhorn at a stated epsilon.
 - ``"sliced"``: the same problem solved by :class:`~ottsliced.SlicedSinkhorn` from
-  zeros (training-free sliced corrections, then Anderson acceleration, the
-  error read every iteration for free) to the same threshold.
+  zeros (training-free sliced corrections ``sliced_steps``, then Anderson
+  acceleration, the error read every iteration for free) to the same
+  threshold; :func:`select_sliced_steps` picks the steps of a task by timing
+  candidates on sample batches (in 2-D at epsilon = 2 it picks none).
 - ``"ra"`` / ``"oa"``: a fitted :class:`~ottsliced.SlicedInitializer` (RA-OT or
   OA-OT, fitted once on a few mini-batches by :func:`fit_flow_couplings`), then
   the amortized plan of :func:`ottsliced.amortized_solve` (prediction, two c-transforms and
@@ -29,7 +31,7 @@ most likely target of each row.
 
 import functools
 import time
-from typing import Any, Callable, Dict, Literal, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Literal, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +45,9 @@ from ottsliced.initializer import SlicedInitializer
 from ottsliced.objective import fit_oa
 from ottsliced.problems import ProblemBatch
 from ottsliced.regression import fit_ra
-from ottsliced.sliced_sinkhorn import SlicedSinkhorn
+from ottsliced.sliced_sinkhorn import DEFAULT_STEPS, SlicedSinkhorn
 from ottsliced.solve import sinkhorn_sweeps
+from ottsliced.step_selection import StepSelection, select_steps
 
 __all__ = [
   "COUPLINGS",
@@ -59,6 +62,7 @@ __all__ = [
   "draw_pairs",
   "exact_permutation",
   "fit_flow_couplings",
+  "select_sliced_steps",
 ]
 
 Coupling = Literal["independent", "exact", "sinkhorn", "sliced", "ra", "oa"]
@@ -175,13 +179,19 @@ def _sinkhorn_potentials(x0, x1, epsilon, threshold, max_iterations):
   return out.f, out.g
 
 
-def _sliced_sinkhorn_potentials(x0, x1, epsilon, threshold, max_iterations, num_directions):
-  theta = directions(jax.random.key(0), x0.shape[1], num_directions, dtype=x0.dtype)
-  out = SlicedSinkhorn(theta, threshold=threshold, max_iterations=max_iterations)(_uniform_problem(x0, x1, epsilon))
+def _sliced_solver(dim, dtype, threshold, max_iterations, num_directions, steps=DEFAULT_STEPS):
+  """The ``"sliced"`` coupling's solver: ``num_directions`` seeded directions (key 0)."""
+  theta = directions(jax.random.key(0), dim, num_directions, dtype=dtype)
+  return SlicedSinkhorn(theta, steps, threshold=threshold, max_iterations=max_iterations)
+
+
+def _sliced_sinkhorn_potentials(x0, x1, epsilon, threshold, max_iterations, num_directions, steps):
+  solver = _sliced_solver(x0.shape[1], x0.dtype, threshold, max_iterations, num_directions, steps)
+  out = solver(_uniform_problem(x0, x1, epsilon))
   return out.f, out.g
 
 
-_STATIC = ("kind", "sample", "refine_iterations", "sinkhorn_max_iterations", "sliced_directions")
+_STATIC = ("kind", "sample", "refine_iterations", "sinkhorn_max_iterations", "sliced_directions", "sliced_steps")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -197,6 +207,7 @@ def _couple(
   sinkhorn_threshold,
   sinkhorn_max_iterations,
   sliced_directions=16,
+  sliced_steps=DEFAULT_STEPS,
 ):
   num = x0.shape[0]
   rows = jnp.arange(num, dtype=jnp.int32)
@@ -211,7 +222,9 @@ def _couple(
   if kind == "sinkhorn":
     f, g = _sinkhorn_potentials(x0, x1, epsilon, sinkhorn_threshold, sinkhorn_max_iterations)
   elif kind == "sliced":
-    f, g = _sliced_sinkhorn_potentials(x0, x1, epsilon, sinkhorn_threshold, sinkhorn_max_iterations, sliced_directions)
+    f, g = _sliced_sinkhorn_potentials(
+      x0, x1, epsilon, sinkhorn_threshold, sinkhorn_max_iterations, sliced_directions, sliced_steps
+    )
   else:
     f, g = _amortized_potentials(x0, x1, model, refine_iterations)
     epsilon = model.epsilon
@@ -232,6 +245,7 @@ def couple(
   sinkhorn_threshold: float = 1e-3,
   sinkhorn_max_iterations: int = 2000,
   sliced_directions: int = 16,
+  sliced_steps: Sequence[float] = DEFAULT_STEPS,
 ) -> Pairing:
   r"""Draw ``B`` pairs from a coupling of the batches ``x0``, ``x1`` (jit-compiled).
 
@@ -257,9 +271,11 @@ def couple(
     sinkhorn_threshold: Sinkhorn's marginal-error threshold (``"sliced"`` too).
     sinkhorn_max_iterations: Sinkhorn's iteration cap (``"sliced"`` too).
     sliced_directions: number of directions of the ``"sliced"`` solver's
-      corrections (seeded, key 0). The flow
-      configs use 4: in 2-D at epsilon = 2 the corrections save no iteration
-      (``benchmarks/flow_corrections.py``).
+      corrections (seeded, key 0). The flow configs use 4.
+    sliced_steps: the ``"sliced"`` solver's correction steps (static; ``()``:
+      no correction, Anderson only). :func:`select_sliced_steps` chooses them
+      per task; in 2-D at epsilon = 2 the corrections save at most one
+      iteration and cost more (``benchmarks/flow_corrections.py``).
 
   Returns:
     A :class:`Pairing` of ``[B]`` int32 index arrays. ``"multinomial"`` and
@@ -283,6 +299,7 @@ def couple(
     raise ValueError(f"`refine_iterations` must be >= 0, got {refine_iterations}.")
   if int(sliced_directions) < 1:
     raise ValueError(f"`sliced_directions` must be >= 1, got {sliced_directions}.")
+  steps = _steps_tuple(sliced_steps)
   eps = 1.0 if epsilon is None else float(epsilon)
   model = model if kind in ("ra", "oa") else None
   return _couple(
@@ -297,7 +314,62 @@ def couple(
     float(sinkhorn_threshold),
     int(sinkhorn_max_iterations),
     int(sliced_directions),
+    steps,
   )
+
+
+def _steps_tuple(steps: Sequence[float]) -> Tuple[float, ...]:
+  """``sliced_steps`` as a hashable tuple of floats (a static argument), checked."""
+  if np.ndim(steps) != 1:
+    raise ValueError(f"`sliced_steps` must be a list of step sizes (empty: no correction), got {steps!r}.")
+  out = tuple(float(v) for v in steps)
+  if not all(np.isfinite(out)):
+    raise ValueError(f"`sliced_steps` must be finite, got {out}.")
+  return out
+
+
+def select_sliced_steps(
+  x0s: Sequence[jax.Array],
+  x1s: Sequence[jax.Array],
+  *,
+  epsilon: float,
+  sinkhorn_threshold: float = 1e-3,
+  sinkhorn_max_iterations: int = 2000,
+  sliced_directions: int = 16,
+  candidates: Sequence[Sequence[float]] = (DEFAULT_STEPS, DEFAULT_STEPS[:1], ()),
+  repeats: int = 5,
+) -> StepSelection:
+  """The ``"sliced"`` coupling's steps for a task: the fastest candidate on sample batches.
+
+  :func:`ottsliced.step_selection.select_steps` on the uniform-weight
+  problems ``(x0s[k], x1s[k])`` with the coupling's own solver (same
+  directions, threshold and cap). Pass the choice on to :func:`couple` as
+  ``sliced_steps=selection.candidates[selection.best]["steps"]``.
+
+  Args:
+    x0s: sample source batches, each ``[B, d]``.
+    x1s: sample target batches, each ``[B, d]``.
+    epsilon: the coupling's epsilon.
+    sinkhorn_threshold: its threshold.
+    sinkhorn_max_iterations: its iteration cap.
+    sliced_directions: its number of directions.
+    candidates: step tuples to try (``()``: no correction).
+    repeats: timed calls per candidate and batch.
+
+  Returns:
+    A :class:`~ottsliced.step_selection.StepSelection` whose candidates are
+    ``{"steps": ...}`` dictionaries.
+  """
+  if len(x0s) != len(x1s) or not len(x0s):
+    raise ValueError(f"need as many source as target batches (>= 1), got {len(x0s)} and {len(x1s)}.")
+  if epsilon is None or not float(epsilon) > 0:
+    raise ValueError(f"`epsilon` must be positive, got {epsilon!r}.")
+  x0 = jnp.asarray(x0s[0])
+  solver = _sliced_solver(
+    x0.shape[1], x0.dtype, float(sinkhorn_threshold), int(sinkhorn_max_iterations), int(sliced_directions)
+  )
+  probs = [_uniform_problem(jnp.asarray(a), jnp.asarray(b), float(epsilon)) for a, b in zip(x0s, x1s)]
+  return select_steps(probs, solver, [{"steps": _steps_tuple(c)} for c in candidates], repeats=repeats)
 
 
 class FlowCouplings(NamedTuple):

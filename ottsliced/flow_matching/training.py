@@ -1,7 +1,7 @@
 """The velocity model and its conditional flow matching training (one jitted step per call)."""
 
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ottsliced.flow_matching.couplings import COUPLINGS, SAMPLE_MODES, Coupling, SampleMode, _couple
+from ottsliced.flow_matching.couplings import COUPLINGS, SAMPLE_MODES, Coupling, SampleMode, _couple, _steps_tuple
 from ottsliced.initializer import SlicedInitializer
+from ottsliced.sliced_sinkhorn import DEFAULT_STEPS
 
 __all__ = ["TrainResult", "VelocityMLP", "cfm_loss", "make_train_step", "train_flow"]
 
@@ -76,6 +77,7 @@ def make_train_step(
   sinkhorn_threshold: float = 1e-3,
   sinkhorn_max_iterations: int = 2000,
   sliced_directions: int = 16,
+  sliced_steps: Sequence[float] = DEFAULT_STEPS,
 ) -> Callable:
   """One jit-compiled training step: batches, coupling, loss, gradient, update.
 
@@ -95,6 +97,7 @@ def make_train_step(
     raise ValueError(f"coupling {kind!r} needs a positive `sinkhorn_epsilon`.")
   if int(sliced_directions) < 1:
     raise ValueError(f"`sliced_directions` must be >= 1, got {sliced_directions}.")
+  steps = _steps_tuple(sliced_steps)
   traces = [0]
   eps = 1.0 if sinkhorn_epsilon is None else float(sinkhorn_epsilon)
 
@@ -116,6 +119,7 @@ def make_train_step(
       sinkhorn_threshold,
       sinkhorn_max_iterations,
       int(sliced_directions),
+      steps,
     )
     loss, grads = jax.value_and_grad(cfm_loss)(params, apply_fn, x0[pair.i0], x1[pair.i1], kl, sigma)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -161,6 +165,7 @@ def train_flow(
   sinkhorn_threshold: float = 1e-3,
   sinkhorn_max_iterations: int = 2000,
   sliced_directions: int = 16,
+  sliced_steps: Sequence[float] = DEFAULT_STEPS,
   progress: bool = False,
 ) -> TrainResult:
   """Train a :class:`VelocityMLP` by conditional flow matching with coupling ``kind``.
@@ -193,6 +198,7 @@ def train_flow(
     sinkhorn_threshold=sinkhorn_threshold,
     sinkhorn_max_iterations=sinkhorn_max_iterations,
     sliced_directions=sliced_directions,
+    sliced_steps=sliced_steps,
   )
   model = model if kind in ("ra", "oa") else None
   losses = []

@@ -40,3 +40,8 @@ def test_quick_config_runs_and_ra_straightens_paths(tmp_path):
     assert set(per_size) == {"64", "128"}
     assert all(v > 0 for ms in per_size.values() for v in (ms["coupling"], ms["sinkhorn"]))
   assert "against OTT's Sinkhorn at the same ε, timed side by side" in table
+  sel = metrics["sliced_steps"]  # "auto": the sliced coupling's steps timed on training-size batches
+  assert sel["selected"]
+  assert sel["chosen"] in sel["candidates"]
+  assert sel["ms"][sel["candidates"].index(sel["chosen"])] == min(sel["ms"])
+  assert "`sliced` coupling steps" in table

@@ -72,10 +72,30 @@ def test_sliced_coupling_is_sinkhorns_plan(x64):
   """The corrected solver's coupling is Sinkhorn's at a tight threshold: the same rows, the same draws."""
   x0, x1 = FLOW_SOURCE(jax.random.key(4), 64), FLOW_TARGET(jax.random.key(5), 64)
   kw = {"epsilon": 0.5, "sinkhorn_threshold": 1e-10, "sinkhorn_max_iterations": 20_000}
-  for sample, num_directions in (("argmax", 16), ("multinomial", 4)):
+  for sample, num_directions, steps in (("argmax", 16, (2.0, 1.0)), ("multinomial", 4, (2.0, 1.0)), ("argmax", 4, ())):
     ref = fm.couple("sinkhorn", x0, x1, jax.random.key(6), sample=sample, **kw)
-    out = fm.couple("sliced", x0, x1, jax.random.key(6), sample=sample, sliced_directions=num_directions, **kw)
+    out = fm.couple(
+      "sliced", x0, x1, jax.random.key(6), sample=sample, sliced_directions=num_directions, sliced_steps=steps, **kw
+    )
     np.testing.assert_array_equal(out.i1, ref.i1)
+
+
+def test_select_sliced_steps_times_every_candidate(batch):
+  """The selection reports each candidate's time and iterations and keeps the fastest one."""
+  x0, x1 = batch
+  x0s, x1s = [x0, x0[::-1]], [x1, x1[::-1]]
+  sel = fm.select_sliced_steps(x0s, x1s, epsilon=2.0, sliced_directions=4, repeats=2)
+  assert [c["steps"] for c in sel.candidates] == [(2.0, 1.0), (2.0,), ()]
+  assert sel.ms.shape == sel.iterations.shape == (3,)
+  assert np.all(sel.ms > 0)
+  assert sel.ms[sel.best] == sel.ms.min()  # all converge here, so all are eligible
+  steps = sel.candidates[sel.best]["steps"]
+  pair = fm.couple("sliced", x0, x1, jax.random.key(0), epsilon=2.0, sliced_directions=4, sliced_steps=steps)
+  assert pair.i1.shape == (x0.shape[0],)
+  with pytest.raises(ValueError, match="as many"):
+    fm.select_sliced_steps(x0s, x1s[:1], epsilon=2.0)
+  with pytest.raises(ValueError, match="epsilon"):
+    fm.select_sliced_steps(x0s, x1s, epsilon=0.0)
 
 
 def test_coupling_times_side_by_side(flow_models, batch):
@@ -113,6 +133,10 @@ def test_couple_rejects_bad_arguments(batch, flow_models):
     fm.couple("sinkhorn", x0, x1, key)
   with pytest.raises(ValueError, match="sliced_directions"):
     fm.couple("sliced", x0, x1, key, epsilon=1.0, sliced_directions=0)
+  with pytest.raises(ValueError, match="sliced_steps"):
+    fm.couple("sliced", x0, x1, key, epsilon=1.0, sliced_steps=[[2.0]])
+  with pytest.raises(ValueError, match="sliced_steps"):
+    fm.couple("sliced", x0, x1, key, epsilon=1.0, sliced_steps=[float("nan")])
   with pytest.raises(ValueError, match="same shape"):
     fm.couple("independent", x0, x1[:8], key)
   with pytest.raises(ValueError, match="unknown toy"):
