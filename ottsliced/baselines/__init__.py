@@ -9,7 +9,7 @@
   applies.
 """
 
-from ottsliced.baselines.meta_ot import MetaMLP, MetaOTInitializer, MetaOTModel, fit_meta_ot
+from ottsliced.baselines.meta_ot import MetaMLP, MetaOTInitializer, MetaOTModel, fit_meta_ot, fit_meta_ot_pool
 from ottsliced.baselines.min_swgg import SWGGResult, min_swgg_plan, min_swgg_plans
 from ottsliced.baselines.sorting import sorting_applicable
 
@@ -19,6 +19,7 @@ __all__ = [
   "MetaOTModel",
   "SWGGResult",
   "fit_meta_ot",
+  "fit_meta_ot_pool",
   "min_swgg_plan",
   "min_swgg_plans",
   "sorting_applicable",
