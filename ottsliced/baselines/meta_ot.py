@@ -147,6 +147,10 @@ def _check_meta_args(batch: Any, hidden: Sequence[int], steps: int, batch_size: 
       "different grids to one grid first (e.g. multi-resolution images); Meta OT is not applicable to per-pair "
       "supports such as colour palettes or point clouds that move."
     )
+  _check_training_args(hidden, steps, batch_size, learning_rate)
+
+
+def _check_training_args(hidden: Sequence[int], steps: int, batch_size: int, learning_rate: float) -> None:
   hidden = tuple(hidden)
   if not hidden or any(int(h) < 1 for h in hidden):
     raise ValueError(f"`hidden` must be a non-empty sequence of positive widths, got {hidden}.")
@@ -259,11 +263,7 @@ def fit_meta_ot_pool(
     raise ValueError("every pool measure needs a positive total mass.")
   if not (np.isfinite(epsilon) and epsilon > 0):
     raise ValueError(f"`epsilon` must be positive, got {epsilon}.")
-  hidden = tuple(hidden)
-  if not hidden or any(int(h) < 1 for h in hidden) or int(steps) < 1 or int(batch_size) < 1:
-    raise ValueError(f"need positive `hidden` widths, steps and batch_size, got {hidden}, {steps}, {batch_size}.")
-  if not (np.isfinite(learning_rate) and learning_rate > 0):
-    raise ValueError(f"`learning_rate` must be a positive float, got {learning_rate}.")
+  _check_training_args(hidden, steps, batch_size, learning_rate)
   a_pool = a_pool / jnp.sum(a_pool, axis=1, keepdims=True)
   b_pool = b_pool / jnp.sum(b_pool, axis=1, keepdims=True)
   rng = jax.random.key(0) if rng is None else rng
