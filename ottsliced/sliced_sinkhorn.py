@@ -460,6 +460,8 @@ def _solve(geom, a, b, f, g, py, coefs, threshold, static, fixed=False):
   step = accelerated if memory else plain
 
   def correct_if_active(coef_k, state):
+    if not stop_after_rejection:  # always active: no cond (under vmap it would run both branches)
+      return corrected(coef_k, state)
     return jax.lax.cond(state[7], functools.partial(corrected, coef_k), step, state)
 
   trace = -jnp.ones((max_iterations,), f.dtype)
