@@ -20,6 +20,7 @@ from ott.initializers.linear import initializers
 from ott.initializers.neural import meta_initializer
 from ott.problems.linear import linear_problem
 
+from ottsliced import _validation
 from ottsliced.problems import ProblemBatch, make_geometry
 
 __all__ = ["MetaMLP", "MetaOTInitializer", "MetaOTModel", "fit_meta_ot", "fit_meta_ot_pool"]
@@ -250,19 +251,13 @@ def fit_meta_ot_pool(
   Returns:
     A :class:`MetaOTModel`.
   """
+  (n, _), (m, _) = _validation.check_points("x", x), _validation.check_points("y", y)
   a_pool, b_pool = jnp.asarray(source_pool), jnp.asarray(target_pool)
-  if np.ndim(x) != 2 or np.ndim(y) != 2 or a_pool.ndim != 2 or b_pool.ndim != 2:
-    raise ValueError("`x`, `y` must be [n, d], [m, d] and the pools [N, n], [N, m].")
-  if a_pool.shape[1] != np.shape(x)[0] or b_pool.shape[1] != np.shape(y)[0]:
-    raise ValueError(
-      f"pool widths {a_pool.shape[1]}, {b_pool.shape[1]} do not match the supports' {np.shape(x)[0]}, {np.shape(y)[0]}."
-    )
-  if not (np.all(np.isfinite(a_pool)) and np.all(np.isfinite(b_pool)) and np.all(a_pool >= 0) and np.all(b_pool >= 0)):
-    raise ValueError("pool weights must be finite and non-negative.")
-  if not (np.all(np.sum(a_pool, axis=1) > 0) and np.all(np.sum(b_pool, axis=1) > 0)):
-    raise ValueError("every pool measure needs a positive total mass.")
-  if not (np.isfinite(epsilon) and epsilon > 0):
-    raise ValueError(f"`epsilon` must be positive, got {epsilon}.")
+  if a_pool.ndim != 2 or b_pool.ndim != 2 or a_pool.shape[1] != n or b_pool.shape[1] != m:
+    raise ValueError(f"pool widths: need [N, {n}] and [N, {m}] pools, got {a_pool.shape} and {b_pool.shape}.")
+  _validation.check_weights("source_pool", a_pool, a_pool.shape)
+  _validation.check_weights("target_pool", b_pool, b_pool.shape)
+  _validation.check_epsilon(epsilon)
   _check_training_args(hidden, steps, batch_size, learning_rate)
   a_pool = a_pool / jnp.sum(a_pool, axis=1, keepdims=True)
   b_pool = b_pool / jnp.sum(b_pool, axis=1, keepdims=True)
@@ -272,7 +267,6 @@ def fit_meta_ot_pool(
   ia = jax.random.randint(rng_a, shape, 0, a_pool.shape[0])
   ib = jax.random.randint(rng_b, shape, 0, b_pool.shape[0])
   geom = make_geometry(jnp.asarray(x), jnp.asarray(y), float(epsilon), cost_fn, None)
-  n, m = a_pool.shape[1], b_pool.shape[1]
   return _train(geom, (n, m), a_pool, b_pool, ia, ib, hidden, learning_rate, rng_init, progress, chunk_steps)
 
 

@@ -112,9 +112,9 @@ def test_meta_ot_pool_rejects_bad_pools():
     meta_ot.fit_meta_ot_pool(grid, grid, pool[:, :32], pool, EPS, steps=1, progress=False)
   bad = pool.copy()
   bad[0, 0] = -1.0
-  with pytest.raises(ValueError, match="non-negative"):
+  with pytest.raises(ValueError, match="negative entries"):
     meta_ot.fit_meta_ot_pool(grid, grid, bad, pool, EPS, steps=1, progress=False)
-  with pytest.raises(ValueError, match="positive total"):
+  with pytest.raises(ValueError, match="zero total mass"):
     meta_ot.fit_meta_ot_pool(grid, grid, np.zeros_like(pool), pool, EPS, steps=1, progress=False)
   with pytest.raises(ValueError, match="epsilon"):
     meta_ot.fit_meta_ot_pool(grid, grid, pool, pool, 0.0, steps=1, progress=False)
