@@ -10,12 +10,13 @@ from ott.initializers.linear import initializers
 from ott.problems.linear import linear_problem
 
 from ottsliced import _io, _validation, sliced
+from ottsliced.heads import MLPHead
 
 __all__ = ["FORMAT_VERSION", "BoundSupport", "SlicedInitializer", "bind_supports", "bound_projections"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: models with a head (files without one are still written as version 1)
 _FORMAT = "ottsliced.SlicedInitializer"
-_METHODS = ("ra", "oa")
+_METHODS = ("ra", "oa", "sweeps")  # how alpha (and the head) were fitted
 
 
 class _Summary(dict):
@@ -127,9 +128,12 @@ class SlicedInitializer(initializers.DefaultInitializer):
   :math:`\Phi` (``[n, L]``) holds the exact 1-D OT potentials of the source on
   the ``L`` fixed directions ``theta`` (:func:`ottsliced.sliced_potentials`);
   ``alpha`` is shared by all atoms and pairs, so one model serves any ``n``.
+  An optional ``head`` (:class:`~ottsliced.heads.MLPHead`, fitted by
+  :func:`ottsliced.fit_head`) adds a per-atom residual
+  :math:`h(\varphi_i, x_i)` with parameters shared likewise.
 
   Build it with :func:`ottsliced.fit_ra` or :func:`ottsliced.fit_oa`. It is a
-  pytree (children ``theta, alpha, beta`` and the bound supports; the rest is
+  pytree (children ``theta, alpha, beta``, the head and the bound supports; the rest is
   static), so it can be a ``jax.jit`` argument: a new ``alpha`` reuses the
   compiled function. :meth:`bind` sorts fixed supports once for every later
   prediction (saved models hold no supports: bind after :meth:`load`).
@@ -138,7 +142,8 @@ class SlicedInitializer(initializers.DefaultInitializer):
     theta: directions ``[L, d]``.
     alpha: source coefficients ``[L]``.
     beta: optional target coefficients ``[L]`` (g-side model).
-    method: ``"ra"`` or ``"oa"``, how ``alpha`` was fitted.
+    method: how ``alpha`` was fitted: ``"ra"`` (regression), ``"oa"`` (dual) or
+      ``"sweeps"`` (error after Sinkhorn sweeps, :func:`ottsliced.fit_head`).
     epsilon: the entropic regularisation the model was fitted at.
     centering: gauge of the features, see :func:`ottsliced.sliced_potentials`.
     log_weight_offset: add :math:`\varepsilon\log a` to :math:`\Phi\alpha`
@@ -146,6 +151,8 @@ class SlicedInitializer(initializers.DefaultInitializer):
     allow_epsilon_mismatch: accept problems at another epsilon.
     summary: JSON-serialisable training summary (static, never retraces).
     support: supports the model is bound to (built by :meth:`bind`).
+    head: optional per-atom residual on ``[phi_i, x_i]`` (f side only); its
+      predictions need the source points (``x`` of :meth:`predict_from_projections`).
   """
 
   def __init__(
@@ -161,17 +168,26 @@ class SlicedInitializer(initializers.DefaultInitializer):
     allow_epsilon_mismatch: bool = False,
     summary: Optional[Dict[str, Any]] = None,
     support: Optional[BoundSupport] = None,
+    head: Optional[MLPHead] = None,
   ):
     super().__init__()
     if method not in _METHODS:
       raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
     sliced._check_centering(centering)  # noqa: SLF001
+    if head is not None and not isinstance(head, MLPHead):
+      raise TypeError(f"`head` must be an ottsliced.heads.MLPHead or None, got {type(head).__name__}.")
     if _validation.is_concrete(theta, alpha):
       if np.ndim(theta) != 2 or np.ndim(alpha) != 1 or np.shape(alpha)[0] != np.shape(theta)[0]:
         raise ValueError(f"need theta [L, d] and alpha [L], got {np.shape(theta)} and {np.shape(alpha)}.")
       if beta is not None and np.shape(beta) != np.shape(alpha):
         raise ValueError(f"`beta` must have shape {np.shape(alpha)}, got {np.shape(beta)}.")
       _validation.check_epsilon(epsilon)
+      if head is not None and head.num_inputs != np.shape(theta)[0] + np.shape(theta)[1]:
+        raise ValueError(
+          f"the head takes {head.num_inputs} inputs but the model's features and points have "
+          f"L + d = {np.shape(theta)[0] + np.shape(theta)[1]}."
+        )
+    self.head = head
     self.theta, self.alpha, self.beta = theta, alpha, beta
     self.method = method
     self.epsilon = float(epsilon)
@@ -195,7 +211,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
   def replace(self, **kwargs: Any) -> "SlicedInitializer":
     """A copy with some fields replaced (e.g. ``alpha=...``)."""
     children, aux = self.tree_flatten()
-    fields = dict(zip(("theta", "alpha", "beta", "support"), children), **aux)
+    fields = dict(zip(("theta", "alpha", "beta", "support", "head"), children), **aux)
     fields.update(kwargs)
     theta, alpha, beta = fields.pop("theta"), fields.pop("alpha"), fields.pop("beta")
     return SlicedInitializer(theta, alpha, beta, **fields)
@@ -268,9 +284,17 @@ class SlicedInitializer(initializers.DefaultInitializer):
         )
     _validation.check_epsilon(epsilon, self.epsilon, self.allow_epsilon_mismatch)
 
-  def raw_potential(self, phi: jax.Array, a: jax.Array, epsilon: Any) -> jax.Array:
-    r""":math:`\Phi\alpha(+\varepsilon\log a)` ``[n]``, without the fallback."""
-    return linear_potential(phi, self.alpha, a, epsilon, self.log_weight_offset)
+  def raw_potential(self, phi: jax.Array, a: jax.Array, epsilon: Any, x: Optional[jax.Array] = None) -> jax.Array:
+    r""":math:`\Phi\alpha(+h(\Phi,x))(+\varepsilon\log a)` ``[n]``, without the fallback.
+
+    ``x [n, d]`` (the source points) is needed only by a model with a head.
+    """
+    f = linear_potential(phi, self.alpha, a, epsilon, self.log_weight_offset)
+    if self.head is None:
+      return f
+    if x is None:
+      raise ValueError("a model with a head needs the source points `x` to predict.")
+    return f + self.head(phi, x)
 
   @staticmethod
   def is_finite_prediction(f: jax.Array, a: jax.Array) -> jax.Array:
@@ -278,7 +302,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
     return jnp.all(jnp.isfinite(f) | (a <= 0))
 
   def potentials_from_features(
-    self, phi: jax.Array, psi: jax.Array, a: jax.Array, b: jax.Array, epsilon: Any
+    self, phi: jax.Array, psi: jax.Array, a: jax.Array, b: jax.Array, epsilon: Any, x: Optional[jax.Array] = None
   ) -> Tuple[jax.Array, Optional[jax.Array]]:
     r"""Model output from features, in OTT's convention (finite everywhere).
 
@@ -288,6 +312,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
       a: source weights ``[n]``.
       b: target weights ``[m]``.
       epsilon: the problem's epsilon.
+      x: source points ``[n, d]`` (a model with a head needs them).
 
     Returns:
       ``(f [n], g [m] or None)``: :math:`\hat f=\Phi\alpha(+\varepsilon\log a)`,
@@ -295,7 +320,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
       ``beta``. If the prediction is non-finite on a positive-weight atom the
       whole ``f`` falls back to zeros (plain Sinkhorn's start).
     """
-    f = self.raw_potential(phi, a, epsilon)
+    f = self.raw_potential(phi, a, epsilon, x)
     ok = self.is_finite_prediction(f, a)
     f = jnp.where(ok & (a > 0), f, 0.0)
     g = None
@@ -326,6 +351,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
     a: jax.Array,
     b: jax.Array,
     epsilon: Any,
+    x: Optional[jax.Array] = None,
   ) -> Tuple[jax.Array, Optional[jax.Array], jax.Array]:
     r"""The model's potentials from sorted projections: ``(f [n], g [m] or None, fell_back [])``.
 
@@ -336,15 +362,16 @@ class SlicedInitializer(initializers.DefaultInitializer):
     :math:`\hat f`, which neither the plan nor a warm start sees). A g-side
     model (``beta``) needs the full features. ``fell_back`` is true when the
     prediction was non-finite on a positive-weight atom and zeros were used.
+    A model with a head needs the source points ``x [n, d]`` and the features.
     """
-    if self.beta is None:
+    if self.beta is None and self.head is None:
       f = sliced.combined_source_potentials(px, py, a, b, self.alpha.astype(px.values.dtype))
       f = f + epsilon * _safe_log(a) if self.log_weight_offset else f
       ok = self.is_finite_prediction(f, a)
       return jnp.where(ok & (a > 0), f, 0.0), None, ~ok
     phi, psi = self.features(px, py, a, b)
-    ok = self.is_finite_prediction(self.raw_potential(phi, a, epsilon), a)
-    f, g = self.potentials_from_features(phi, psi, a, b, epsilon)
+    ok = self.is_finite_prediction(self.raw_potential(phi, a, epsilon, x), a)
+    f, g = self.potentials_from_features(phi, psi, a, b, epsilon, x)
     return f, g, ~ok
 
   def predict(
@@ -352,7 +379,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
   ) -> Tuple[jax.Array, Optional[jax.Array]]:
     """:meth:`predict_from_projections` on points ``x [n, d]``, ``y [m, d]`` (bound supports reused)."""
     self._check_problem(x, y, epsilon)
-    f, g, _ = self.predict_from_projections(*self.projections(x, y), a, b, epsilon)
+    f, g, _ = self.predict_from_projections(*self.projections(x, y), a, b, epsilon, x)
     return f, g
 
   def init_fu(  # noqa: D102
@@ -387,17 +414,19 @@ class SlicedInitializer(initializers.DefaultInitializer):
       "allow_epsilon_mismatch": self.allow_epsilon_mismatch,
       "summary": self.summary,
     }
-    return (self.theta, self.alpha, self.beta, self.support), aux
+    return (self.theta, self.alpha, self.beta, self.support, self.head), aux
 
   @classmethod
   def tree_unflatten(cls, aux, children):  # noqa: D102
-    theta, alpha, beta, support = children
-    return cls(theta, alpha, beta, support=support, **aux)
+    theta, alpha, beta, support, head = children
+    return cls(theta, alpha, beta, support=support, head=head, **aux)
 
   def __repr__(self) -> str:
     return (
       f"SlicedInitializer(method={self.method!r}, L={self.num_projections}, d={self.dim}, "
-      f"epsilon={self.epsilon:g}, g_side={self.beta is not None}, bound={self.support is not None})"
+      f"epsilon={self.epsilon:g}, g_side={self.beta is not None}, bound={self.support is not None}"
+      + ("" if self.head is None else f", head={self.head!r}")
+      + ")"
     )
 
   # ---------------------------------------------------------------- storage
@@ -405,17 +434,21 @@ class SlicedInitializer(initializers.DefaultInitializer):
     arrays = {"theta": np.asarray(self.theta), "alpha": np.asarray(self.alpha)}
     if self.beta is not None:
       arrays["beta"] = np.asarray(self.beta)
+    if self.head is not None:
+      arrays.update(self.head.arrays())
     return arrays
 
   def save(self, path: str) -> None:
     """Save to a portable ``.npz`` (arrays + JSON metadata), atomically.
 
     The metadata holds the format version, ``L``, ``d``, epsilon, method,
-    centering, the training summary and a SHA-256 checksum of the arrays.
+    centering, the head's widths, the training summary and a SHA-256 checksum
+    of the arrays. A model without a head is written as format version 1
+    (readable by every ottsliced), one with a head as version 2.
     """
     meta = {
       "format": _FORMAT,
-      "format_version": FORMAT_VERSION,
+      "format_version": FORMAT_VERSION if self.head is not None else 1,
       "num_projections": self.num_projections,
       "dim": self.dim,
       "epsilon": self.epsilon,
@@ -423,6 +456,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
       "centering": self.centering,
       "log_weight_offset": self.log_weight_offset,
       "g_side": self.beta is not None,
+      "head": None if self.head is None else {"kind": "mlp", "hidden": list(self.head.hidden)},
       "summary": dict(self.summary),
     }
     _io.save_npz(path, self._arrays(), meta)
@@ -452,4 +486,9 @@ class SlicedInitializer(initializers.DefaultInitializer):
     fields.update(overrides)
     beta = contents.get("beta")
     beta = None if beta is None else jnp.asarray(beta)
+    head_meta = meta.get("head")
+    if head_meta is not None:
+      if head_meta.get("kind") != "mlp":
+        raise ValueError(f"{path!r}: unknown head kind {head_meta.get('kind')!r}.")
+      fields.setdefault("head", MLPHead.from_arrays(contents, head_meta["hidden"]))
     return cls(jnp.asarray(theta), jnp.asarray(alpha), beta, **fields)

@@ -287,7 +287,7 @@ class SlicedSinkhorn:
     if ini is None:
       f, g = jnp.zeros_like(a), jnp.zeros_like(b)
     elif isinstance(ini, SlicedInitializer) and px is not None:
-      f, g, _ = ini.predict_from_projections(px, py, a, b, prob.geom.epsilon)
+      f, g, _ = ini.predict_from_projections(px, py, a, b, prob.geom.epsilon, prob.geom.x)
       g = jnp.zeros_like(b) if g is None else g
     else:
       f, g = ini(prob, lse_mode=True)

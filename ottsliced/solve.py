@@ -151,7 +151,7 @@ def _c_transforms(
 
 
 def _predict_and_solve(prob, initializer, px, py, threshold, refine_iterations, two_sided, fallback, fallback_iters):
-  f, g, fell_back = initializer.predict_from_projections(px, py, prob.a, prob.b, prob.geom.epsilon)
+  f, g, fell_back = initializer.predict_from_projections(px, py, prob.a, prob.b, prob.geom.epsilon, prob.geom.x)
   out, predicted, solved = _c_transforms(prob, f, g, refine_iterations, two_sided, threshold, fallback, fallback_iters)
   return out, AmortizedInfo(fell_back, predicted, solved)
 

@@ -160,7 +160,7 @@ def _amortized_potentials(x0, x1, model, refine_iterations):
   n, m = x0.shape[0], x1.shape[0]
   a, b = jnp.full(n, 1.0 / n, x0.dtype), jnp.full(m, 1.0 / m, x1.dtype)
   geom = pointcloud.PointCloud(x0, x1, epsilon=model.epsilon)
-  f, _, _ = model.predict_from_projections(*model.projections(x0, x1), a, b, model.epsilon)
+  f, _, _ = model.predict_from_projections(*model.projections(x0, x1), a, b, model.epsilon, x0)
   g = geom.update_potential(f, jnp.zeros_like(b), jnp.log(b), axis=0)
   f = geom.update_potential(jnp.zeros_like(a), g, jnp.log(a), axis=1)
   return sinkhorn_sweeps(geom, a, b, f, g, refine_iterations)
