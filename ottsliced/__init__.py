@@ -8,6 +8,7 @@ _aliases.install()
 
 from ottsliced.correction_fit import fit_correction_steps  # noqa: E402
 from ottsliced.directions import directions  # noqa: E402
+from ottsliced.head_fit import MeasurePools, fit_head  # noqa: E402
 from ottsliced.initializer import SlicedInitializer  # noqa: E402
 from ottsliced.objective import fit_oa, semi_dual  # noqa: E402
 from ottsliced.problems import ProblemBatch  # noqa: E402
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
   "AmortizedInfo",
+  "MeasurePools",
   "ProblemBatch",
   "SlicedInitializer",
   "SlicedSinkhorn",
@@ -34,6 +36,7 @@ __all__ = [
   "amortized_solve_batch",
   "directions",
   "fit_correction_steps",
+  "fit_head",
   "fit_oa",
   "fit_ra",
   "num_iterations",

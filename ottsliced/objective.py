@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ottsliced import _io, sliced
+from ottsliced import _checkpoint, _io, sliced
 from ottsliced.initializer import SlicedInitializer, _safe_log, linear_potential
 from ottsliced.problems import as_problem_batch
 from ottsliced.regression import _directions_for
@@ -92,32 +92,6 @@ def _pool_features(batch, theta, centering):
 
 
 _CHECKPOINT_FORMAT = "ottsliced.fit_oa.checkpoint"
-_CHECKPOINT_VERSION = 1
-
-
-def _save_checkpoint(path, config, alpha, opt_state, losses, done) -> None:
-  leaves = jax.tree_util.tree_leaves(opt_state)
-  arrays = {"alpha": np.asarray(alpha), "losses": np.concatenate(losses) if losses else np.zeros(0)}
-  arrays.update({f"opt_{k:03d}": np.asarray(leaf) for k, leaf in enumerate(leaves)})
-  meta = {"format": _CHECKPOINT_FORMAT, "format_version": _CHECKPOINT_VERSION, "step": int(done), **config}
-  _io.save_npz(path, arrays, meta)
-
-
-def _load_checkpoint(path, config, opt_state_template):
-  contents, meta = _io.load_npz(path, _CHECKPOINT_FORMAT, _CHECKPOINT_VERSION)
-  differ = [k for k, v in config.items() if meta.get(k) != v]
-  if differ:
-    raise ValueError(
-      f"checkpoint {path!r} was written by a run with other settings ({', '.join(differ)}); "
-      "resume with the same problems and arguments, or remove the checkpoint."
-    )
-  leaves, treedef = jax.tree_util.tree_flatten(opt_state_template)
-  saved = [contents[f"opt_{k:03d}"] for k in range(len(leaves)) if f"opt_{k:03d}" in contents]
-  if len(saved) != len(leaves) or any(np.shape(s) != np.shape(t) for s, t in zip(saved, leaves)):
-    raise ValueError(f"checkpoint {path!r} holds another optimizer state; resume with the same optimizer.")
-  opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(s, t.dtype) for s, t in zip(saved, leaves)])
-  alpha = jnp.asarray(contents["alpha"])
-  return alpha, opt_state, [contents["losses"]], int(meta["step"])
 
 
 def fit_oa(
@@ -211,7 +185,9 @@ def fit_oa(
     if checkpoint_path is None:
       raise ValueError("`resume=True` needs a `checkpoint_path`.")
     if os.path.exists(checkpoint_path):
-      alpha, opt_state, losses, done = _load_checkpoint(checkpoint_path, config, opt_state)
+      alpha, opt_state, losses, done = _checkpoint.load_checkpoint(
+        checkpoint_path, _CHECKPOINT_FORMAT, config, alpha, opt_state
+      )
   bar = None
   if progress:
     from tqdm.auto import tqdm
@@ -228,7 +204,7 @@ def fit_oa(
     losses.append(chunk_losses)
     done += num
     if checkpoint_path is not None and (done % checkpoint_every == 0 or done == steps):
-      _save_checkpoint(checkpoint_path, config, alpha, opt_state, losses, done)
+      _checkpoint.save_checkpoint(checkpoint_path, _CHECKPOINT_FORMAT, config, alpha, opt_state, losses, done)
     if bar is not None:
       bar.update(num)
       bar.set_postfix(loss=f"{chunk_losses.mean():.5g}")

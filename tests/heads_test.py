@@ -74,7 +74,8 @@ def test_any_number_of_atoms_and_padding(x64):
   padded = linear_problem.LinearProblem(pointcloud.PointCloud(xp, yp, epsilon=0.5), a=ap, b=bp)
   fp, gp = model.predict_potentials(padded)
   np.testing.assert_allclose(fp[:30], f, rtol=1e-10, atol=1e-12)
-  assert np.all(np.isneginf(fp[30:])) and np.all(np.isneginf(gp[25:]))
+  assert np.all(np.isneginf(fp[30:]))
+  assert np.all(np.isneginf(gp[25:]))
   # Another number of atoms, same model.
   small = linear_problem.LinearProblem(pointcloud.PointCloud(x[:11], y[:9], epsilon=0.5))
   assert np.all(np.isfinite(model.predict_potentials(small)[0]))
