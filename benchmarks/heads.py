@@ -10,8 +10,9 @@ Heads and losses:
 
 * linear, regression: RA-OT's closed form (``ots.fit_ra``, ground truth to 1e-5 included in the fit time);
 * linear, dual / sweeps: ``ots.fit_head(hidden=())`` from ``alpha = 0`` (dual: OA-OT's objective);
-* MLP (64, 64) on ``[phi_i, x_i]``: ``ots.fit_head`` started from the linear model of the same loss and data
-  (fit time includes that linear fit), ``--steps`` more steps.
+* MLP (64, 64) on ``[phi_i, x_i]`` (``head="mlp"``) and pair (256, 256) on the pair summary (``head="pair"``,
+  per-pair coefficients): ``ots.fit_head`` started from the linear model of the same loss and data (fit time
+  includes that linear fit), as many steps again (``--heads``, ``--losses`` choose what is fitted).
 
 Batch 16 pairs per step, ``default_optimizer`` (Adam, cosine decay), learning rate 1e-3 (the linear head 1e-2),
 sweeps loss K = 3. Prints mean iterations to 1e-2 / 1e-3 / 1e-4 (OTT's Sinkhorn read every iteration), the
@@ -40,38 +41,41 @@ def _iterations(errors: np.ndarray, threshold: float) -> np.ndarray:
   return np.where(below.any(axis=1), below.argmax(axis=1) + 1, errors.shape[1])
 
 
-def _fit_all(train50, train400, pools, steps, sweep_steps, num_projections):
+HEAD_KINDS = {"MLP": "mlp", "pair": "pair"}
+
+
+def _fit_all(train50, train400, pools, steps, sweep_steps, num_projections, heads, losses):
+  """Every (head, loss, data) model: the linear ones, then each head started from the linear model."""
   data = {"50": train50, "400": train400, "pool": pools}
   fits = {}
   common = {"num_projections": num_projections, "batch_size": 16, "progress": False}
+
+  def add_heads(size, batch, loss, linear, t_linear, n_steps, truth=None):
+    for name in heads:
+      t0 = time.perf_counter()
+      fitted = ots.fit_head(batch, loss=loss, model=linear, head=HEAD_KINDS[name], truth=truth, steps=n_steps, **common)
+      fits[(name, loss, size)] = (fitted, t_linear + time.perf_counter() - t0)
+
   for size, batch in data.items():
-    truth = None
-    if size != "pool":
+    if size != "pool" and "regression" in losses:
       t0 = time.perf_counter()
       truth = ground_truth(batch, threshold=1e-5)
-      t_truth = time.perf_counter() - t0
-      t0 = time.perf_counter()
       ra = ots.fit_ra(batch, num_projections=num_projections, progress=False, truth=truth)
-      fits[("linear", "regression", size)] = (ra, t_truth + time.perf_counter() - t0)
-      t0 = time.perf_counter()
-      mlp = ots.fit_head(batch, loss="regression", model=ra, truth=truth, steps=steps, hidden=(64, 64), **common)
-      fits[("MLP", "regression", size)] = (mlp, fits[("linear", "regression", size)][1] + time.perf_counter() - t0)
+      fits[("linear", "regression", size)] = (ra, time.perf_counter() - t0)
+      add_heads(size, batch, "regression", ra, fits[("linear", "regression", size)][1], steps, truth)
       print(f"{size}: regression fitted", flush=True)
     for loss, n_steps in (("dual", steps), ("sweeps", sweep_steps)):
+      if loss not in losses:
+        continue
       t0 = time.perf_counter()
       lin = ots.fit_head(batch, loss=loss, hidden=(), steps=n_steps, learning_rate=1e-2, **common)
-      t_lin = time.perf_counter() - t0
-      fits[("linear", loss, size)] = (lin, t_lin)
-      t0 = time.perf_counter()
-      mlp = ots.fit_head(batch, loss=loss, model=lin, hidden=(64, 64), steps=n_steps, **common)
-      fits[("MLP", loss, size)] = (mlp, t_lin + time.perf_counter() - t0)
-      print(
-        f"{size}: {loss} fitted ({t_lin:.0f} s linear, {fits[('MLP', loss, size)][1]:.0f} s with the MLP)", flush=True
-      )
+      fits[("linear", loss, size)] = (lin, time.perf_counter() - t0)
+      add_heads(size, batch, loss, lin, fits[("linear", loss, size)][1], n_steps)
+      print(f"{size}: {loss} fitted", flush=True)
   return fits
 
 
-def main(steps: int, sweep_steps: int, timed_pairs: int, repeats: int) -> None:
+def main(steps, sweep_steps, timed_pairs, repeats, heads, losses) -> None:
   _, cfg = load_config("configs/mnist.yaml")
   d = cfg.data
   images = mnist.load_images(d)
@@ -85,7 +89,7 @@ def main(steps: int, sweep_steps: int, timed_pairs: int, repeats: int) -> None:
   pools = ots.MeasurePools(grid, grid, pool, pool, d.epsilon)
   print(f"train: 50 / 400 pairs, pool: {pool.shape[0]} images in no test pair; test: {test.num_pairs} pairs")
   t0 = time.perf_counter()
-  fits = _fit_all(train50, train400, pools, steps, sweep_steps, cfg.model.num_projections)
+  fits = _fit_all(train50, train400, pools, steps, sweep_steps, cfg.model.num_projections, heads, losses)
   print(f"all fits: {time.perf_counter() - t0:.0f} s", flush=True)
 
   starts = {"zeros": None}
@@ -96,8 +100,8 @@ def main(steps: int, sweep_steps: int, timed_pairs: int, repeats: int) -> None:
     out = ots.solve_batch(test, ini, threshold=min(THRESHOLDS), inner_iterations=1, max_iterations=20_000)
     errors = np.asarray(out.errors)
     rows[name] = [float(_iterations(errors, t).mean()) for t in THRESHOLDS]
-  mlp_rows = [k for k in rows if k.startswith("MLP")]
-  best = min(mlp_rows, key=lambda k: (rows[k][0], rows[k][2]))
+  head_rows = [k for k in rows if not k.startswith(("linear", "zeros"))]
+  best = min(head_rows, key=lambda k: (rows[k][0], rows[k][2]))
   run = jax.jit(lambda s, p: s(p))
   corrected = {
     "linear, regression, 50 + corrections": starts["linear, regression, 50"],
@@ -157,5 +161,7 @@ if __name__ == "__main__":
   parser.add_argument("--sweep-steps", type=int, default=500, help="steps of the sweeps fits (4x a dual step)")
   parser.add_argument("--timed-pairs", type=int, default=20, help="test pairs timed one by one")
   parser.add_argument("--repeats", type=int, default=3, help="timed calls per pair and start")
+  parser.add_argument("--heads", default="MLP,pair", help="heads fitted on top of the linear models")
+  parser.add_argument("--losses", default="regression,dual,sweeps", help="losses fitted")
   args = parser.parse_args()
-  main(args.steps, args.sweep_steps, args.timed_pairs, args.repeats)
+  main(args.steps, args.sweep_steps, args.timed_pairs, args.repeats, args.heads.split(","), args.losses.split(","))

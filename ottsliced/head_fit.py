@@ -1,7 +1,8 @@
 r"""Fit the model's coefficients and head by gradient steps, on pairs drawn on the fly.
 
-:func:`fit_head` trains :math:`\hat f_i=\varphi_i^\top\alpha+h(\varphi_i,x_i)`
-(``hidden=()``: the linear model alone) with optax, on minibatches of pairs
+:func:`fit_head` trains the model's ``alpha`` and a head (:mod:`ottsliced.heads`:
+per atom, :math:`h(\varphi_i,x_i)`, or per pair, coefficients :math:`\alpha+\delta(s)`;
+``hidden=()``: the linear model alone) with optax, on minibatches of pairs
 drawn every step from a fixed list of pairs or from pools of measures (any
 source with any target, so a pool of ``N`` images offers about ``N^2``
 pairs). Features are computed per step from the supports' sorted projections
@@ -29,7 +30,7 @@ import optax
 
 from ottsliced import _checkpoint, _io, _validation, sliced
 from ottsliced.directions import directions
-from ottsliced.heads import MLPHead
+from ottsliced.heads import HEADS
 from ottsliced.initializer import SlicedInitializer, _safe_log
 from ottsliced.objective import default_optimizer, semi_dual
 from ottsliced.problems import ProblemBatch, _canonical_cost, as_problem_batch, make_geometry
@@ -122,8 +123,8 @@ def head_loss(
   """
   del y
   eps = geom.epsilon
-  phi, _ = model.features(px, py, a, b)
-  f = model.raw_potential(phi, a, eps, x)
+  phi, psi = model.features(px, py, a, b)
+  f = model.raw_potential(phi, a, eps, x, model.head_summary(px, py, a, b, phi, psi))
   if loss == "regression":
     reduced = f - eps * _safe_log(a) if model.log_weight_offset else f
     pos = a > 0
@@ -148,7 +149,7 @@ def _draw(data: _Data, spec: _Spec, key: jax.Array, batch_size: int):
 
 def _batch_loss(params, template, data, spec, key, batch_size, loss, num_sweeps):
   alpha, head_params = params
-  head = None if head_params is None else MLPHead(head_params, template.head.hidden)
+  head = None if head_params is None else type(template.head)(head_params, template.head.hidden)
   model = template.replace(alpha=alpha, head=head)
   x, y, a, b, px, py, targets = _draw(data, spec, key, batch_size)
   ax = None if spec.shared_x else 0
@@ -180,6 +181,20 @@ def _train_chunk(
   return params, opt_state, losses
 
 
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _sample_summaries(model, data, spec, key, num=256):
+  """Pair summaries ``[num, 5 L]`` of ``num`` drawn pairs (a pair head's input scaling)."""
+  x, y, a, b, px, py, _ = _draw(data, spec, key, num)
+
+  def one(px, py, a, b):
+    phi, psi = sliced.sliced_potentials_sorted(px, py, a, b, model.centering)
+    return model.head_summary(px, py, a, b, phi, psi)
+
+  ax = None if spec.shared_x else 0
+  ay = None if spec.shared_y else 0
+  return jax.vmap(one, in_axes=(ax, ay, 0, 0))(px, py, a, b)
+
+
 _sort_bank = jax.jit(jax.vmap(sliced.sort_projections, in_axes=(0, None)))
 
 
@@ -209,7 +224,8 @@ def fit_head(
   *,
   loss: str = "sweeps",
   model: Optional[SlicedInitializer] = None,
-  hidden: Sequence[int] = (64, 64),
+  head: str = "mlp",
+  hidden: Optional[Sequence[int]] = None,
   train_alpha: bool = True,
   num_sweeps: int = 3,
   steps: int = 2000,
@@ -237,10 +253,14 @@ def fit_head(
     model: the starting model (its directions, ``alpha``, centring), e.g. a
       :func:`~ottsliced.fit_ra` fit; ``None``: ``num_projections`` fresh
       directions and ``alpha = 0``.
-    hidden: the head's hidden widths; ``()`` fits the linear model alone
-      (``"dual"`` is then OA-OT's objective, ``"regression"`` RA-OT's without
-      its closed form). A fresh head outputs zero, so training starts from
-      ``model``; a model that has a head keeps training it (``hidden`` ignored).
+    head: ``"mlp"`` (:class:`~ottsliced.heads.MLPHead`, per atom) or ``"pair"``
+      (:class:`~ottsliced.heads.PairHead`, per-pair coefficients; its input
+      scaling is set from the summaries of 256 drawn pairs before training).
+    hidden: the head's hidden widths (``None``: (64, 64) per atom, (256, 256)
+      per pair); ``()`` fits the linear model alone (``"dual"`` is then OA-OT's
+      objective, ``"regression"`` RA-OT's without its closed form). A fresh
+      head outputs zero, so training starts from ``model``; a model that has a
+      head keeps training it (``head`` and ``hidden`` ignored).
     train_alpha: also train ``alpha`` (else only the head).
     num_sweeps: differentiated Sinkhorn iterations of the ``"sweeps"`` loss.
     steps: optimisation steps.
@@ -274,6 +294,9 @@ def fit_head(
   """
   if loss not in LOSSES:
     raise ValueError(f"`loss` must be one of {LOSSES}, got {loss!r}.")
+  if head not in HEADS:
+    raise ValueError(f"`head` must be one of {tuple(HEADS)}, got {head!r}.")
+  hidden = {"mlp": (64, 64), "pair": (256, 256)}[head] if hidden is None else tuple(hidden)
   if min(steps, batch_size, chunk_steps, num_sweeps) < 1:
     raise ValueError(
       f"`steps`, `batch_size`, `chunk_steps`, `num_sweeps` must be >= 1, got {steps}, {batch_size}, "
@@ -309,8 +332,9 @@ def fit_head(
   if model.beta is not None:
     raise ValueError("fit_head fits f-side models; this model has a g-side `beta`.")
   model = model.unbind()
-  if model.head is None and len(tuple(hidden)) > 0:
-    model = model.replace(head=MLPHead.init(rng_head, model.num_projections, model.dim, hidden, model.theta.dtype))
+  fresh_head = model.head is None and len(hidden) > 0
+  if fresh_head:
+    model = model.replace(head=HEADS[head].init(rng_head, model.num_projections, model.dim, hidden, model.theta.dtype))
 
   targets = None
   num_pairs = int(a_all.shape[0])
@@ -338,6 +362,12 @@ def fit_head(
   px = _projections(x, theta)
   py = px if (spec.shared_x and spec.shared_y and bool(jnp.array_equal(x, y))) else _projections(y, theta)
   arrays = _Data(x, y, a_all.astype(theta.dtype), b_all.astype(theta.dtype), px, py, targets)
+  if fresh_head and model.head.needs_summary:
+    # Output scale: the size of alpha's entries per hidden unit, so that the first Adam steps (every output
+    # weight moves by about the learning rate) change the coefficients in proportion to alpha.
+    size = float(jnp.mean(jnp.abs(model.alpha))) or 1.0
+    scale = size / model.head.hidden[-1]
+    model = model.replace(head=model.head.standardize(_sample_summaries(model, arrays, spec, rng_head), scale))
 
   optimizer = default_optimizer(learning_rate, steps) if optimizer is None else optimizer
   if not train_alpha:
@@ -370,7 +400,7 @@ def fit_head(
     bar = tqdm(total=steps, initial=done, desc=f"fit_head ({loss})", unit="step")
 
   def current(params) -> SlicedInitializer:
-    head = None if params[1] is None else MLPHead(params[1], model.head.hidden)
+    head = None if params[1] is None else type(model.head)(params[1], model.head.hidden)
     return model.replace(alpha=params[0], head=head)
 
   try:

@@ -10,7 +10,7 @@ from ott.initializers.linear import initializers
 from ott.problems.linear import linear_problem
 
 from ottsliced import _io, _validation, sliced
-from ottsliced.heads import MLPHead
+from ottsliced.heads import HEADS, MLPHead, PairHead, pair_summary
 
 __all__ = ["FORMAT_VERSION", "BoundSupport", "SlicedInitializer", "bind_supports", "bound_projections"]
 
@@ -151,8 +151,10 @@ class SlicedInitializer(initializers.DefaultInitializer):
     allow_epsilon_mismatch: accept problems at another epsilon.
     summary: JSON-serialisable training summary (static, never retraces).
     support: supports the model is bound to (built by :meth:`bind`).
-    head: optional per-atom residual on ``[phi_i, x_i]`` (f side only); its
-      predictions need the source points (``x`` of :meth:`predict_from_projections`).
+    head: optional residual (f side only): :class:`~ottsliced.heads.MLPHead`,
+      per atom on ``[phi_i, x_i]`` (its predictions need the source points,
+      ``x`` of :meth:`predict_from_projections`), or
+      :class:`~ottsliced.heads.PairHead`, per-pair coefficients.
   """
 
   def __init__(
@@ -174,18 +176,22 @@ class SlicedInitializer(initializers.DefaultInitializer):
     if method not in _METHODS:
       raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
     sliced._check_centering(centering)  # noqa: SLF001
-    if head is not None and not isinstance(head, MLPHead):
-      raise TypeError(f"`head` must be an ottsliced.heads.MLPHead or None, got {type(head).__name__}.")
+    if head is not None and not isinstance(head, tuple(HEADS.values())):
+      raise TypeError(f"`head` must be an ottsliced.heads.MLPHead, PairHead or None, got {type(head).__name__}.")
     if _validation.is_concrete(theta, alpha):
       if np.ndim(theta) != 2 or np.ndim(alpha) != 1 or np.shape(alpha)[0] != np.shape(theta)[0]:
         raise ValueError(f"need theta [L, d] and alpha [L], got {np.shape(theta)} and {np.shape(alpha)}.")
       if beta is not None and np.shape(beta) != np.shape(alpha):
         raise ValueError(f"`beta` must have shape {np.shape(alpha)}, got {np.shape(beta)}.")
       _validation.check_epsilon(epsilon)
-      if head is not None and head.num_inputs != np.shape(theta)[0] + np.shape(theta)[1]:
+      if isinstance(head, MLPHead) and head.num_inputs != np.shape(theta)[0] + np.shape(theta)[1]:
         raise ValueError(
           f"the head takes {head.num_inputs} inputs but the model's features and points have "
           f"L + d = {np.shape(theta)[0] + np.shape(theta)[1]}."
+        )
+      if isinstance(head, PairHead) and head.num_projections != np.shape(theta)[0]:
+        raise ValueError(
+          f"the pair head outputs {head.num_projections} coefficients but the model has L = {np.shape(theta)[0]}."
         )
     self.head = head
     self.theta, self.alpha, self.beta = theta, alpha, beta
@@ -284,17 +290,28 @@ class SlicedInitializer(initializers.DefaultInitializer):
         )
     _validation.check_epsilon(epsilon, self.epsilon, self.allow_epsilon_mismatch)
 
-  def raw_potential(self, phi: jax.Array, a: jax.Array, epsilon: Any, x: Optional[jax.Array] = None) -> jax.Array:
-    r""":math:`\Phi\alpha(+h(\Phi,x))(+\varepsilon\log a)` ``[n]``, without the fallback.
+  def raw_potential(
+    self, phi: jax.Array, a: jax.Array, epsilon: Any, x: Optional[jax.Array] = None, summary: Any = None
+  ) -> jax.Array:
+    r""":math:`\Phi\alpha(+h)(+\varepsilon\log a)` ``[n]``, without the fallback.
 
-    ``x [n, d]`` (the source points) is needed only by a model with a head.
+    ``x [n, d]`` (the source points) is needed by an :class:`~ottsliced.heads.MLPHead`,
+    ``summary`` (:meth:`head_summary`) by a :class:`~ottsliced.heads.PairHead`.
     """
     f = linear_potential(phi, self.alpha, a, epsilon, self.log_weight_offset)
     if self.head is None:
       return f
-    if x is None:
+    if x is None and not self.head.needs_summary:
       raise ValueError("a model with a head needs the source points `x` to predict.")
-    return f + self.head(phi, x)
+    return f + self.head(phi, x, summary)
+
+  def head_summary(
+    self, px: sliced.SortedProjections, py: sliced.SortedProjections, a: jax.Array, b: jax.Array, phi, psi
+  ) -> Optional[jax.Array]:
+    """The pair summary a :class:`~ottsliced.heads.PairHead` needs (``None`` for other models)."""
+    if self.head is None or not self.head.needs_summary:
+      return None
+    return pair_summary(px, py, a, b, phi, psi)
 
   @staticmethod
   def is_finite_prediction(f: jax.Array, a: jax.Array) -> jax.Array:
@@ -302,7 +319,14 @@ class SlicedInitializer(initializers.DefaultInitializer):
     return jnp.all(jnp.isfinite(f) | (a <= 0))
 
   def potentials_from_features(
-    self, phi: jax.Array, psi: jax.Array, a: jax.Array, b: jax.Array, epsilon: Any, x: Optional[jax.Array] = None
+    self,
+    phi: jax.Array,
+    psi: jax.Array,
+    a: jax.Array,
+    b: jax.Array,
+    epsilon: Any,
+    x: Optional[jax.Array] = None,
+    summary: Any = None,
   ) -> Tuple[jax.Array, Optional[jax.Array]]:
     r"""Model output from features, in OTT's convention (finite everywhere).
 
@@ -312,7 +336,8 @@ class SlicedInitializer(initializers.DefaultInitializer):
       a: source weights ``[n]``.
       b: target weights ``[m]``.
       epsilon: the problem's epsilon.
-      x: source points ``[n, d]`` (a model with a head needs them).
+      x: source points ``[n, d]`` (a model with an MLP head needs them).
+      summary: the pair summary (a model with a pair head needs it, :meth:`head_summary`).
 
     Returns:
       ``(f [n], g [m] or None)``: :math:`\hat f=\Phi\alpha(+\varepsilon\log a)`,
@@ -320,7 +345,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
       ``beta``. If the prediction is non-finite on a positive-weight atom the
       whole ``f`` falls back to zeros (plain Sinkhorn's start).
     """
-    f = self.raw_potential(phi, a, epsilon, x)
+    f = self.raw_potential(phi, a, epsilon, x, summary)
     ok = self.is_finite_prediction(f, a)
     f = jnp.where(ok & (a > 0), f, 0.0)
     g = None
@@ -340,7 +365,8 @@ class SlicedInitializer(initializers.DefaultInitializer):
     :func:`ottsliced.sliced.source_potentials_sorted` computes with about a
     third of the work; other models get :func:`~ottsliced.sliced.sliced_potentials_sorted`.
     """
-    if self.beta is None and self.centering != "mean":
+    pair_head = self.head is not None and self.head.needs_summary
+    if self.beta is None and self.centering != "mean" and not pair_head:
       return sliced.source_potentials_sorted(px, py, a, b, self.centering), None
     return sliced.sliced_potentials_sorted(px, py, a, b, self.centering)
 
@@ -370,8 +396,9 @@ class SlicedInitializer(initializers.DefaultInitializer):
       ok = self.is_finite_prediction(f, a)
       return jnp.where(ok & (a > 0), f, 0.0), None, ~ok
     phi, psi = self.features(px, py, a, b)
-    ok = self.is_finite_prediction(self.raw_potential(phi, a, epsilon, x), a)
-    f, g = self.potentials_from_features(phi, psi, a, b, epsilon, x)
+    summary = self.head_summary(px, py, a, b, phi, psi)
+    ok = self.is_finite_prediction(self.raw_potential(phi, a, epsilon, x, summary), a)
+    f, g = self.potentials_from_features(phi, psi, a, b, epsilon, x, summary)
     return f, g, ~ok
 
   def predict(
@@ -456,7 +483,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
       "centering": self.centering,
       "log_weight_offset": self.log_weight_offset,
       "g_side": self.beta is not None,
-      "head": None if self.head is None else {"kind": "mlp", "hidden": list(self.head.hidden)},
+      "head": None if self.head is None else {"kind": self.head.kind, "hidden": list(self.head.hidden)},
       "summary": dict(self.summary),
     }
     _io.save_npz(path, self._arrays(), meta)
@@ -488,7 +515,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
     beta = None if beta is None else jnp.asarray(beta)
     head_meta = meta.get("head")
     if head_meta is not None:
-      if head_meta.get("kind") != "mlp":
+      if head_meta.get("kind") not in HEADS:
         raise ValueError(f"{path!r}: unknown head kind {head_meta.get('kind')!r}.")
-      fields.setdefault("head", MLPHead.from_arrays(contents, head_meta["hidden"]))
+      fields.setdefault("head", HEADS[head_meta["kind"]].from_arrays(contents, head_meta["hidden"]))
     return cls(jnp.asarray(theta), jnp.asarray(alpha), beta, **fields)

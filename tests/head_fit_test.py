@@ -148,3 +148,14 @@ def test_bad_arguments(ra_model, digits_train):
     ots.fit_head(digits_train, resume=True, **KW)
   with pytest.raises(ValueError, match="negative"):
     ots.fit_head(ots.MeasurePools(grid_points(8), grid_points(8), -np.ones((3, 64)), np.ones((3, 64)), 1e-2), **KW)
+
+
+def test_pair_head_fits_standardised_and_lowers_its_loss(ra_model, digits_train, digits_test):
+  model = ots.fit_head(digits_train, loss="dual", model=ra_model, head="pair", **{**KW, "steps": 100, "hidden": (32,)})
+  params = model.head.params["params"]
+  assert float(jnp.max(jnp.abs(params["shift"]))) > 0  # input scaling set from drawn pairs' summaries
+  assert _training_loss(model, digits_train, "dual") < _training_loss(ra_model, digits_train, "dual")
+  out = ots.solve_batch(digits_test.take(slice(0, 4)), model, threshold=1e-2, inner_iterations=1)
+  assert bool(jnp.all(out.converged))
+  with pytest.raises(ValueError, match="`head` must be one of"):
+    ots.fit_head(digits_train, head="attention", **KW)

@@ -11,7 +11,8 @@ from ott.geometry import pointcloud
 from ott.problems.linear import linear_problem
 
 import ottsliced as ots
-from ottsliced.heads import MLPHead
+from ottsliced import sliced
+from ottsliced.heads import MLPHead, PairHead, pair_summary
 
 
 def _with_head(model, seed=1, scale=0.05):
@@ -21,6 +22,16 @@ def _with_head(model, seed=1, scale=0.05):
     lambda p: p + scale * jax.random.normal(jax.random.key(seed + 1), p.shape, p.dtype), head.params
   )
   return model.replace(head=MLPHead(params, head.hidden))
+
+
+def _with_pair_head(model, seed=1):
+  """The model with a pair head whose output is non-zero."""
+  head = PairHead.init(jax.random.key(seed), model.num_projections, model.dim, (16,), model.theta.dtype)
+  inner = dict(head.params["params"])
+  inner["Dense_1"] = jax.tree_util.tree_map(
+    lambda p: 0.3 * jax.random.normal(jax.random.key(seed + 1), p.shape, p.dtype), inner["Dense_1"]
+  )
+  return model.replace(head=PairHead({"params": inner}, head.hidden))
 
 
 def test_fresh_head_is_the_linear_model(ra_model, digits_test):
@@ -118,3 +129,55 @@ def test_corrections_solver_accepts_a_head(ra_model, digits_test):
   model = _with_head(ra_model, scale=0.01)
   out = jax.jit(lambda s, p: s(p))(ots.SlicedSinkhorn.from_initializer(model, threshold=1e-3), prob)
   assert bool(out.converged)
+
+
+class TestPairHead:
+  def test_fresh_pair_head_is_the_linear_model(self, ra_model, digits_test):
+    prob = digits_test.problem(0)
+    head = PairHead.init(jax.random.key(0), ra_model.num_projections, ra_model.dim, (8,))
+    f_lin, _ = ra_model.predict_potentials(prob)
+    f_head, _ = ra_model.replace(head=head).predict_potentials(prob)
+    mask = prob.a > 0
+    centre = lambda f: f[mask] - jnp.mean(f[mask])  # noqa: E731
+    np.testing.assert_allclose(centre(f_head), centre(f_lin), atol=1e-5)
+
+  def test_prediction_is_phi_times_the_pairs_coefficients(self, ra_model, digits_test):
+    model = _with_pair_head(ra_model)
+    prob = digits_test.problem(3)
+    px, py = model.projections(prob.geom.x, prob.geom.y)
+    phi, psi = model.features(px, py, prob.a, prob.b)
+    coef = model.alpha + model.head.coefficients(pair_summary(px, py, prob.a, prob.b, phi, psi))
+    f, _ = model.predict_potentials(prob)
+    mask = prob.a > 0
+    expected = phi @ coef + prob.geom.epsilon * jnp.log(jnp.where(mask, prob.a, 1.0))
+    np.testing.assert_allclose(f[mask], expected[mask], rtol=1e-5, atol=1e-6)
+    assert float(jnp.max(jnp.abs(coef - model.alpha))) > 1e-3
+
+  def test_summary_ignores_atom_order_and_padding(self, x64):
+    rs = np.random.default_rng(1)
+    x, y = rs.normal(size=(20, 2)), rs.normal(size=(15, 2))
+    a, b = rs.uniform(0.1, 1, 20), rs.uniform(0.1, 1, 15)
+    theta = ots.directions(jax.random.key(0), 2, 4, dtype=jnp.float64)
+
+    def summary(x, y, a, b):
+      px, py = sliced.sort_projections(x, theta), sliced.sort_projections(y, theta)
+      phi, psi = sliced.sliced_potentials_sorted(px, py, a / a.sum(), b / b.sum())
+      return pair_summary(px, py, a, b, phi, psi)
+
+    ref = summary(x, y, a, b)
+    perm = rs.permutation(20)
+    np.testing.assert_allclose(summary(x[perm], y, a[perm], b), ref, rtol=1e-10, atol=1e-12)
+    xp, ap = np.concatenate([x, rs.normal(size=(5, 2))]), np.concatenate([a, np.zeros(5)])
+    np.testing.assert_allclose(summary(xp, y, ap, b), ref, rtol=1e-10, atol=1e-12)
+
+  def test_round_trip_and_bad_sizes(self, ra_model, digits_test, tmp_path):
+    model, path = _with_pair_head(ra_model), tmp_path / "pair.npz"
+    model.save(path)
+    loaded = ots.SlicedInitializer.load(path)
+    assert isinstance(loaded.head, PairHead)
+    prob = digits_test.problem(1)
+    np.testing.assert_array_equal(loaded.predict_potentials(prob)[0], model.predict_potentials(prob)[0])
+    with pytest.raises(ValueError, match="outputs 3 coefficients"):
+      ra_model.replace(head=PairHead.init(jax.random.key(0), 3, ra_model.dim, (4,)))
+    with pytest.raises(ValueError, match="needs the pair's summary"):
+      model.head(jnp.ones((5, model.num_projections)), None, None)
