@@ -24,9 +24,8 @@ with the default sliced corrections (``SlicedSinkhorn.from_initializer``, Anders
 import argparse
 import time
 
-import jax
 import numpy as np
-from ott.solvers.linear import sinkhorn
+from _warm_starts import corrected_iterations, iterations_to, time_to_thresholds
 
 import ottsliced as ots
 from ottsliced.data import grid_points, image_pairs, pair_indices
@@ -34,11 +33,6 @@ from ottsliced.experiments import load_config, mnist
 from ottsliced.regression import ground_truth
 
 THRESHOLDS = (1e-2, 1e-3, 1e-4)
-
-
-def _iterations(errors: np.ndarray, threshold: float) -> np.ndarray:
-  below = (errors >= 0) & (errors < threshold)
-  return np.where(below.any(axis=1), below.argmax(axis=1) + 1, errors.shape[1])
 
 
 HEAD_KINDS = {"MLP": "mlp", "pair": "pair"}
@@ -99,43 +93,15 @@ def main(steps, sweep_steps, timed_pairs, repeats, heads, losses) -> None:
   for name, ini in starts.items():
     out = ots.solve_batch(test, ini, threshold=min(THRESHOLDS), inner_iterations=1, max_iterations=20_000)
     errors = np.asarray(out.errors)
-    rows[name] = [float(_iterations(errors, t).mean()) for t in THRESHOLDS]
+    rows[name] = [float(iterations_to(errors, t).mean()) for t in THRESHOLDS]
   head_rows = [k for k in rows if not k.startswith(("linear", "zeros"))]
   best = min(head_rows, key=lambda k: (rows[k][0], rows[k][2]))
-  run = jax.jit(lambda s, p: s(p))
-  corrected = {
-    "linear, regression, 50 + corrections": starts["linear, regression, 50"],
-    f"{best} + corrections": starts[best],
-  }
+  base = "linear, regression, 50" if "linear, regression, 50" in starts else "linear, dual, 50"
+  corrected = {f"{base} + corrections": starts[base], f"{best} + corrections": starts[best]}
   solvers = {name: ots.SlicedSinkhorn.from_initializer(ini, max_iterations=20_000) for name, ini in corrected.items()}
   for name, solver in solvers.items():
-    counts = []
-    for t in THRESHOLDS:
-      fixed = solver.replace(threshold=t)
-      counts.append(np.mean([int(ots.num_iterations(run(fixed, test.problem(i)))) for i in range(test.num_pairs)]))
-    rows[name] = [float(v) for v in counts]
-
-  def ott_call(ini, threshold):
-    solver = sinkhorn.Sinkhorn(threshold=threshold, inner_iterations=1, max_iterations=20_000, initializer=ini)
-    return jax.jit(lambda prob: solver(prob).f)
-
-  ms = {}
-  for threshold in (1e-2, 1e-4):
-    calls = {name: ott_call(ini, threshold) for name, ini in starts.items()}
-    for name, solver in solvers.items():
-      fixed = solver.replace(threshold=threshold)
-      calls[name] = lambda prob, fixed=fixed: run(fixed, prob).f
-    times = {name: [] for name in calls}
-    for i in range(timed_pairs):
-      prob = test.problem(i)
-      for call in calls.values():
-        jax.block_until_ready(call(prob))
-      for _ in range(repeats):
-        for name, call in calls.items():
-          t1 = time.perf_counter()
-          jax.block_until_ready(call(prob))
-          times[name].append(time.perf_counter() - t1)
-    ms[threshold] = {name: 1e3 * float(np.median(v)) for name, v in times.items()}
+    rows[name] = corrected_iterations(solver, test, THRESHOLDS)
+  ms = time_to_thresholds(starts, solvers, test, (1e-2, 1e-4), timed_pairs, repeats)
 
   info = {"zeros": (0, None)}
   for (head, loss, size), (model, seconds) in fits.items():

@@ -21,7 +21,7 @@ import time
 
 import jax
 import numpy as np
-from ott.solvers.linear import sinkhorn
+from _warm_starts import corrected_iterations, iterations_to, time_to_thresholds
 
 import ottsliced as ots
 from ottsliced import baselines
@@ -30,12 +30,6 @@ from ottsliced.experiments import load_config, mnist
 from ottsliced.pretrained import load_pretrained
 
 THRESHOLDS = (1e-2, 1e-3, 1e-4)
-
-
-def _iterations(errors: np.ndarray, threshold: float) -> np.ndarray:
-  """Iterations to ``threshold`` per pair from ``[B, T]`` error traces (the cap when never reached)."""
-  below = (errors >= 0) & (errors < threshold)
-  return np.where(below.any(axis=1), below.argmax(axis=1) + 1, errors.shape[1])
 
 
 def main(steps: int, short_steps: int, timed_pairs: int, repeats: int) -> None:
@@ -95,34 +89,9 @@ def main(steps: int, short_steps: int, timed_pairs: int, repeats: int) -> None:
   for name, ini in starts.items():
     out = ots.solve_batch(test, ini, threshold=min(THRESHOLDS), inner_iterations=1, max_iterations=20_000)
     errors = np.asarray(out.errors)
-    rows[name] = [float(_iterations(errors, t).mean()) for t in THRESHOLDS]
-  run = jax.jit(lambda s, p: s(p))
-  per_threshold = []
-  for t in THRESHOLDS:
-    fixed = corrected.replace(threshold=t)
-    per_threshold.append(np.mean([int(ots.num_iterations(run(fixed, test.problem(i)))) for i in range(test.num_pairs)]))
-  rows["RA-OT + corrections"] = [float(v) for v in per_threshold]
-
-  def ott_call(ini, threshold):
-    solver = sinkhorn.Sinkhorn(threshold=threshold, inner_iterations=1, max_iterations=20_000, initializer=ini)
-    return jax.jit(lambda prob: solver(prob).f)
-
-  ms = {}
-  for threshold in (1e-2, 1e-4):
-    calls = {name: ott_call(ini, threshold) for name, ini in starts.items()}
-    fixed = corrected.replace(threshold=threshold)
-    calls["RA-OT + corrections"] = lambda prob, fixed=fixed: run(fixed, prob).f
-    times = {name: [] for name in calls}
-    for i in range(timed_pairs):
-      prob = test.problem(i)
-      for call in calls.values():
-        jax.block_until_ready(call(prob))
-      for _ in range(repeats):
-        for name, call in calls.items():
-          t0 = time.perf_counter()
-          jax.block_until_ready(call(prob))
-          times[name].append(time.perf_counter() - t0)
-    ms[threshold] = {name: 1e3 * float(np.median(v)) for name, v in times.items()}
+    rows[name] = [float(iterations_to(errors, t).mean()) for t in THRESHOLDS]
+  rows["RA-OT + corrections"] = corrected_iterations(corrected, test, THRESHOLDS)
+  ms = time_to_thresholds(starts, {"RA-OT + corrections": corrected}, test, (1e-2, 1e-4), timed_pairs, repeats)
 
   params = {
     f"Meta OT, {mo_steps} x {mo.batch_size}": (short.num_params, short_s),

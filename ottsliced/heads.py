@@ -58,8 +58,54 @@ def _check_hidden(hidden: Sequence[int]) -> Tuple[int, ...]:
   return hidden
 
 
+class _Head:
+  """What every head shares: flax parameters (the pytree children), hidden widths (static), storage."""
+
+  kind = ""
+  needs_summary = False
+
+  def __init__(self, params: Any, hidden: Sequence[int]):
+    self.params = params
+    self.hidden = tuple(int(h) for h in hidden)
+
+  @classmethod
+  def _structure(cls, hidden: Tuple[int, ...]) -> Any:
+    """The tree structure of this head's parameters for ``hidden`` (any input size)."""
+    raise NotImplementedError
+
+  @property
+  def num_parameters(self) -> int:
+    """Number of scalars in the parameters."""
+    return int(sum(np.size(p) for p in jax.tree_util.tree_leaves(self.params)))
+
+  def arrays(self) -> Dict[str, np.ndarray]:
+    """The parameters as named arrays (``head/params/Dense_0/kernel``, ...), for ``.npz`` files."""
+    flat = traverse_util.flatten_dict(self.params, sep="/")
+    return {_PREFIX + k: np.asarray(v) for k, v in flat.items()}
+
+  @classmethod
+  def from_arrays(cls, arrays: Dict[str, np.ndarray], hidden: Sequence[int]) -> Any:
+    """Inverse of :meth:`arrays` (other keys are ignored).
+
+    Raises:
+      ValueError: the arrays are not this kind of head with these widths.
+    """
+    flat = {k[len(_PREFIX) :]: jnp.asarray(v) for k, v in arrays.items() if k.startswith(_PREFIX)}
+    head = cls(traverse_util.unflatten_dict(flat, sep="/"), hidden)
+    if jax.tree_util.tree_structure(head.params) != cls._structure(head.hidden):
+      raise ValueError(f"the head's arrays do not match a {cls.kind} head with hidden widths {head.hidden}.")
+    return head
+
+  def tree_flatten(self):  # noqa: D102
+    return (self.params,), {"hidden": self.hidden}
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):  # noqa: D102
+    return cls(children[0], **aux)
+
+
 @jax.tree_util.register_pytree_node_class
-class MLPHead:
+class MLPHead(_Head):
   r"""A per-atom MLP residual :math:`h(\varphi_i,x_i)` on the sliced features and the coordinates.
 
   A pytree: the parameters are its children, the widths static, so a new set
@@ -70,9 +116,8 @@ class MLPHead:
     hidden: hidden widths the parameters belong to.
   """
 
-  def __init__(self, params: Any, hidden: Sequence[int]):
-    self.params = params
-    self.hidden = tuple(int(h) for h in hidden)
+  kind = "mlp"
+  needs_summary = False
 
   @classmethod
   def init(
@@ -88,43 +133,15 @@ class MLPHead:
     """``L + d``, the width of the input ``[phi_i, x_i]``."""
     return int(self.params["params"]["Dense_0"]["kernel"].shape[0])
 
-  @property
-  def num_parameters(self) -> int:
-    """Number of scalars in the parameters."""
-    return int(sum(np.size(p) for p in jax.tree_util.tree_leaves(self.params)))
-
-  kind = "mlp"
-  needs_summary = False
-
   def __call__(self, phi: jax.Array, x: jax.Array, summary: Any = None) -> jax.Array:
     """The residual ``[n]`` of atoms with features ``phi [n, L]`` at points ``x [n, d]``."""
     del summary
     z = jnp.concatenate([phi, x.astype(phi.dtype)], axis=-1)
     return ResidualMLP(self.hidden).apply(self.params, z)
 
-  # ---------------------------------------------------------------- storage
-  def arrays(self) -> Dict[str, np.ndarray]:
-    """The parameters as named arrays (``head/params/Dense_0/kernel``, ...), for ``.npz`` files."""
-    flat = traverse_util.flatten_dict(self.params, sep="/")
-    return {_PREFIX + k: np.asarray(v) for k, v in flat.items()}
-
   @classmethod
-  def from_arrays(cls, arrays: Dict[str, np.ndarray], hidden: Sequence[int]) -> "MLPHead":
-    """Inverse of :meth:`arrays` (other keys are ignored)."""
-    flat = {k[len(_PREFIX) :]: jnp.asarray(v) for k, v in arrays.items() if k.startswith(_PREFIX)}
-    head = cls(traverse_util.unflatten_dict(flat, sep="/"), hidden)
-    expected = jax.tree_util.tree_structure(ResidualMLP(head.hidden).init(jax.random.key(0), jnp.zeros((1, 2))))
-    if jax.tree_util.tree_structure(head.params) != expected:
-      raise ValueError(f"the head's arrays do not match an MLP head with hidden widths {head.hidden}.")
-    return head
-
-  # ---------------------------------------------------------------- pytree
-  def tree_flatten(self):  # noqa: D102
-    return (self.params,), {"hidden": self.hidden}
-
-  @classmethod
-  def tree_unflatten(cls, aux, children):  # noqa: D102
-    return cls(children[0], **aux)
+  def _structure(cls, hidden: Tuple[int, ...]) -> Any:
+    return jax.tree_util.tree_structure(ResidualMLP(hidden).init(jax.random.key(0), jnp.zeros((1, 2))))
 
   def __repr__(self) -> str:
     return f"MLPHead(hidden={self.hidden}, inputs={self.num_inputs}, parameters={self.num_parameters:,})"
@@ -189,7 +206,7 @@ class CoefficientMLP(nn.Module):
 
 
 @jax.tree_util.register_pytree_node_class
-class PairHead:
+class PairHead(_Head):
   r"""Per-pair coefficients :math:`\hat f=\Phi(\alpha+\delta(s))`: the residual :math:`\Phi\delta(s)`.
 
   One shared :math:`\alpha` leaves most of what :math:`\Phi` can express
@@ -208,10 +225,6 @@ class PairHead:
   kind = "pair"
   needs_summary = True
 
-  def __init__(self, params: Any, hidden: Sequence[int]):
-    self.params = params
-    self.hidden = tuple(int(h) for h in hidden)
-
   @classmethod
   def init(
     cls, rng: jax.Array, num_projections: int, dim: int, hidden: Sequence[int] = (256, 256), dtype: Any = jnp.float32
@@ -227,11 +240,6 @@ class PairHead:
   def num_projections(self) -> int:
     """``L``, the number of coefficients the head outputs."""
     return int(self.params["params"]["shift"].shape[0]) // SUMMARY_STATISTICS
-
-  @property
-  def num_parameters(self) -> int:
-    """Number of scalars in the parameters."""
-    return int(sum(np.size(p) for p in jax.tree_util.tree_leaves(self.params)))
 
   def standardize(self, summaries: jax.Array, output_scale: Any = 1.0) -> "PairHead":
     """A copy whose input scaling centres and scales ``summaries [K, 5 L]`` (their mean and std).
@@ -256,25 +264,9 @@ class PairHead:
       raise ValueError("a PairHead needs the pair's summary (`pair_summary`).")
     return jnp.matmul(phi, self.coefficients(summary).astype(phi.dtype), precision=jax.lax.Precision.HIGHEST)
 
-  arrays = MLPHead.arrays
-
   @classmethod
-  def from_arrays(cls, arrays: Dict[str, np.ndarray], hidden: Sequence[int]) -> "PairHead":
-    """Inverse of :meth:`arrays` (other keys are ignored)."""
-    flat = {k[len(_PREFIX) :]: jnp.asarray(v) for k, v in arrays.items() if k.startswith(_PREFIX)}
-    head = cls(traverse_util.unflatten_dict(flat, sep="/"), hidden)
-    num = head.num_projections if "shift" in head.params.get("params", {}) else 1
-    expected = jax.tree_util.tree_structure(cls.init(jax.random.key(0), max(num, 1), 1, head.hidden).params)
-    if jax.tree_util.tree_structure(head.params) != expected:
-      raise ValueError(f"the head's arrays do not match a pair head with hidden widths {head.hidden}.")
-    return head
-
-  def tree_flatten(self):  # noqa: D102
-    return (self.params,), {"hidden": self.hidden}
-
-  @classmethod
-  def tree_unflatten(cls, aux, children):  # noqa: D102
-    return cls(children[0], **aux)
+  def _structure(cls, hidden: Tuple[int, ...]) -> Any:
+    return jax.tree_util.tree_structure(CoefficientMLP(hidden, 1).init(jax.random.key(0), jnp.zeros(5)))
 
   def __repr__(self) -> str:
     return f"PairHead(hidden={self.hidden}, L={self.num_projections}, parameters={self.num_parameters:,})"
