@@ -19,6 +19,7 @@ LAYERS = {
   "data": 1,
   "baselines": 1,
   "pretrained": 1,
+  "attention": 1,
   "flow_matching": 2,
   "experiments": 3,
   "cli": 4,

@@ -297,3 +297,44 @@ def test_argsort_rows_is_a_stable_argsort(wide, n):
 def test_argsort_rows_falls_back_past_the_int32_packing():
   values = jax.random.normal(jax.random.key(0), (1, 46_341))
   np.testing.assert_array_equal(sliced.argsort_rows(values), jnp.argsort(values, axis=-1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+  n=st.integers(1, 12),
+  m=st.integers(1, 12),
+  pad_n=st.integers(0, 3),
+  pad_m=st.integers(0, 3),
+  seed=st.integers(0, 10_000),
+  ties=st.booleans(),
+)
+def test_uniform_source_potentials_equal_the_general_path(n, m, pad_n, pad_m, seed, ties):
+  """Uniform weights on the valid atoms, padding anywhere: the closed-form staircase equals the general one."""
+  with jax.enable_x64(True):
+    rs = np.random.default_rng(seed)
+    s = rs.normal(size=n + pad_n)
+    t = rs.normal(size=m + pad_m)
+    if ties:
+      s, t = np.round(s), np.round(t)
+    sv = np.zeros(n + pad_n, bool)
+    sv[rs.permutation(n + pad_n)[:n]] = True
+    tv = np.zeros(m + pad_m, bool)
+    tv[rs.permutation(m + pad_m)[:m]] = True
+    a, b = sv / sv.sum(), tv / tv.sum()
+    want, _ = sliced.sliced_potentials(s[:, None], t[:, None], a, b, np.ones((1, 1)))
+    got = jax.jit(sliced.uniform_source_potentials)(s, t, sv, tv)
+    np.testing.assert_allclose(np.asarray(got)[sv], np.asarray(want)[sv, 0], atol=1e-10)
+    assert np.all(np.isfinite(got))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_uniform_source_potentials_long_rows(dtype):
+  """Rows past the all-pairs comparison (an integer sort with packed indices): still the general path's values."""
+  with jax.enable_x64(True):
+    rs = np.random.default_rng(3)
+    s, t = rs.normal(size=70), rs.normal(size=90)
+    sv, tv = np.arange(70) % 7 != 3, np.arange(90) % 5 != 1
+    want, _ = sliced.sliced_potentials(s[:, None], t[:, None], sv / sv.sum(), tv / tv.sum(), np.ones((1, 1)))
+    got = jax.jit(sliced.uniform_source_potentials)(*(jnp.asarray(v, dtype) for v in (s, t)), sv, tv)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(np.asarray(got)[sv], np.asarray(want)[sv, 0], atol=1e-10 if dtype == "float64" else 2e-5)
