@@ -15,6 +15,7 @@ SMALL = {
   "mnist.ipynb": "NUM_TRAIN, NUM_TEST, OA_STEPS, SIZE = 4, 4, 20, 8",
   "color_transfer.ipynb": "NUM_TRAIN, NUM_TEST, OA_STEPS, NUM_CROPS, NUM_COLORS = 4, 3, 20, 5, 16",
   "sphere.ipynb": "NUM_TRAIN, NUM_TEST, OA_STEPS, NUM_DEMAND = 4, 3, 20, 200",
+  "attention.ipynb": "NUM_TRAIN, NUM_TEST, EPOCHS, SEEDS = 128, 64, 1, [0]",
 }
 
 

@@ -65,7 +65,8 @@ class DoublyStochasticAttention(nn.Module):
     num_iterations: Sinkhorn iterations ``K`` (``sinkhorn`` mode).
     num_directions: ``L`` directions per head (``sliced`` mode).
     learn_directions: train ``theta`` with the network (default: fixed).
-    domain: ``"kernel"`` (guarded, falls back to ``"log"``) or ``"log"``, see
+    domain: ``"log"`` (exact, train with it) or ``"kernel"`` (2-3x faster on
+      CPU, equal up to logit spreads of about 25 in float32), see
       :func:`ottsliced.attention.weights.sinkhorn_weights`.
     qkv_features: query/key/value width (default: the input's).
     out_features: output width (default: the input's).
@@ -83,7 +84,7 @@ class DoublyStochasticAttention(nn.Module):
   num_iterations: int = 3
   num_directions: int = 16
   learn_directions: bool = False
-  domain: str = "kernel"
+  domain: str = "log"
   qkv_features: Optional[int] = None
   out_features: Optional[int] = None
   dtype: Optional[Any] = None

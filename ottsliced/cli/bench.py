@@ -22,15 +22,23 @@ CORE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experime
 def _run_config_main(argv: List[str]) -> int:
   from ottsliced.experiments import run_and_report
 
-  parser = argparse.ArgumentParser(prog="ottsliced bench CONFIG.yaml", description="run an experiment from its config")
-  parser.add_argument("config", help="a YAML file, e.g. configs/mnist_quick.yaml")
-  parser.add_argument("--out", default=None, help="results folder (default results/<config name>)")
+  parser = argparse.ArgumentParser(
+    prog="ottsliced bench CONFIG.yaml [CONFIG.yaml ...]", description="run experiments from their configs, in order"
+  )
+  parser.add_argument("config", nargs="+", help="YAML files, e.g. configs/mnist_quick.yaml or configs/attention*.yaml")
+  parser.add_argument("--out", default=None, help="results folder (default results/<config name>; one config only)")
   parser.add_argument("--no-progress", action="store_true")
   args = parser.parse_args(argv)
+  if args.out is not None and len(args.config) > 1:
+    parser.error("--out takes one config; with several, each writes results/<config name>")
+  from ottsliced.experiments import load_config
   from ottsliced.experiments.config import ConfigError
 
   try:
-    run_and_report(args.config, out_dir=args.out, progress=not args.no_progress)
+    for path in args.config:  # validate every file before running any
+      load_config(path)
+    for path in args.config:
+      run_and_report(path, out_dir=args.out, progress=not args.no_progress)
   except (ConfigError, FileNotFoundError) as err:
     parser.exit(2, f"ottsliced bench: error: {err}\n")
   return 0

@@ -22,6 +22,7 @@ from ottsliced.data.images import (
   load_digits,
   load_mnist,
   load_mnist_idx,
+  load_mnist_labelled,
   multires_pairs,
   resample_images,
 )
@@ -36,6 +37,7 @@ __all__ = [
   "load_digits",
   "load_mnist",
   "load_mnist_idx",
+  "load_mnist_labelled",
   "multires_pairs",
   "pair_indices",
   "resample_images",

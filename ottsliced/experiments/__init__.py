@@ -28,6 +28,7 @@ TASKS: Dict[str, str] = {
   "sphere": "ottsliced.experiments.sphere",
   "flow": "ottsliced.experiments.flow",
   "throughput": "ottsliced.experiments.throughput",
+  "attention": "ottsliced.experiments.attention",
 }
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 __all__ = [
   "displacement_frames",
+  "plot_attention_maps",
   "iterations_bar_chart",
   "plot_digit_interpolation",
   "plot_recolored",
@@ -78,6 +79,22 @@ def displacement_frames(
     h, _, _ = np.histogram2d(p[:, 1], p[:, 0], bins=[edges, edges], weights=w)
     frames.append(h[::-1])
   return np.stack(frames)
+
+
+def plot_attention_maps(maps: Dict[str, np.ndarray], path: str) -> None:
+  """One attention matrix ``[n, n]`` per variant, side by side, with its column sums (a doubly-stochastic
+  matrix scaled to rows summing to 1 has every column sum equal to 1)."""
+  fig = _figure(figsize=(2.3 * len(maps), 2.6))
+  axes = fig.subplots(1, len(maps), squeeze=False)[0]
+  for ax, (name, attn) in zip(axes, maps.items()):
+    ax.imshow(attn, cmap="viridis")
+    cols = attn.sum(0)
+    ax.set_title(f"{name}\ncolumn sums {cols.min():.2f}-{cols.max():.2f}", fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  axes[0].set_ylabel("queries (keys across)", fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
 
 
 def plot_digit_interpolation(rows: Dict[str, np.ndarray], path: str, times: Sequence[float]) -> None:

@@ -1,6 +1,7 @@
 """The command-line interface: demo and benchmark run end to end on small sizes."""
 
 import json
+import pathlib
 
 from ottsliced import cli
 
@@ -60,3 +61,20 @@ def test_bad_arguments_exit_with_a_message(capsys):
       cli.main(argv)
     assert exc.value.code == 2
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_bench_several_configs_validates_all_first(tmp_path, capsys):
+  """`ottsliced bench configs/attention*.yaml`: a bad file anywhere stops the run before anything runs."""
+  import pytest
+
+  bad = tmp_path / "bad.yaml"
+  bad.write_text("task: attention\ndata: {}\n")
+  good = pathlib.Path(__file__).parents[2] / "configs" / "attention_quick.yaml"
+  with pytest.raises(SystemExit) as exc:
+    cli.main(["bench", str(good), str(bad), "--no-progress"])
+  assert exc.value.code == 2
+  err = capsys.readouterr()
+  assert "bad.yaml" in err.err
+  assert "wrote" not in err.out
+  with pytest.raises(SystemExit):
+    cli.main(["bench", str(good), str(good), "--out", str(tmp_path)])
