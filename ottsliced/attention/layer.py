@@ -127,6 +127,8 @@ class DoublyStochasticAttention(nn.Module):
     inputs_v = inputs_k if inputs_v is None else inputs_v
     features = self.out_features or inputs_q.shape[-1]
     qkv_features = self.qkv_features or inputs_q.shape[-1]
+    if self.mode == "sliced" and self.num_directions < 1:
+      raise ValueError(f"`num_directions` must be >= 1, got {self.num_directions}.")
     if qkv_features % self.num_heads:
       raise ValueError(f"`qkv_features` ({qkv_features}) must be divisible by `num_heads` ({self.num_heads}).")
     head_dim = qkv_features // self.num_heads

@@ -83,6 +83,12 @@ class TrainingConfig:
   weight_decay: float
   seeds: Tuple[int, ...]
 
+  def __post_init__(self):
+    if min(self.epochs, self.batch_size) < 1 or not self.seeds:
+      raise ValueError("training: epochs and batch_size must be >= 1 and seeds must list at least one seed")
+    if not (self.learning_rate > 0 and self.weight_decay >= 0):
+      raise ValueError("training: learning_rate must be > 0 and weight_decay >= 0")
+
 
 @dataclasses.dataclass(frozen=True)
 class TimingConfig:
@@ -90,6 +96,10 @@ class TimingConfig:
 
   batch_size: int
   repeats: int
+
+  def __post_init__(self):
+    if min(self.batch_size, self.repeats) < 1:
+      raise ValueError("timing: batch_size and repeats must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

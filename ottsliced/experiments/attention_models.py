@@ -47,6 +47,10 @@ class AttentionSpec:
   dual_weight: float = 0.0
   domain: Literal["kernel", "log"] = "log"
 
+  def __post_init__(self):
+    if min(self.num_iterations, self.num_directions) < 1 or self.dual_weight < 0:
+      raise ValueError(f"variant {self.name!r}: num_iterations and num_directions must be >= 1, dual_weight >= 0")
+
 
 class EncoderBlock(nn.Module):
   """Pre-norm block: ``x + attn(LN(x))``, then ``x + MLP(LN(x))``."""

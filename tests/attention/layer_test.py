@@ -110,5 +110,7 @@ def test_dropout_and_bad_arguments():
   assert not np.allclose(a, b)
   with pytest.raises(ValueError, match="mode"):
     DoublyStochasticAttention(num_heads=2, mode="sinkformer").init(jax.random.PRNGKey(0), x)
+  with pytest.raises(ValueError, match="num_directions"):
+    DoublyStochasticAttention(num_heads=2, num_directions=0).init(jax.random.PRNGKey(0), x)
   with pytest.raises(ValueError, match="divisible"):
     DoublyStochasticAttention(num_heads=3).init(jax.random.PRNGKey(0), x)

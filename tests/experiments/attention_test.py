@@ -91,6 +91,24 @@ def test_vision_transformer_trains(spec):
     assert "alpha" in params["block_0"]["attention"]
 
 
+def test_bad_attention_configs_are_refused(tmp_path):
+  from ottsliced.experiments import load_config
+  from ottsliced.experiments.config import ConfigError
+
+  text = (CONFIGS / "attention_quick.yaml").read_text()
+  for old, new, message in [
+    ("epochs: 1", "epochs: 0", "epochs"),
+    ("seeds: [0]", "seeds: []", "seeds"),
+    ("repeats: 3", "repeats: 0", "repeats"),
+    ("num_directions: 4}", "num_directions: 0}", "num_directions"),
+    ("kind: vit", "kind: cnn", "kind"),
+  ]:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace(old, new, 1))
+    with pytest.raises((ConfigError, ValueError), match=message):
+      load_config(str(bad))
+
+
 @pytest.mark.slow
 def test_attention_quick_config(tmp_path):
   metrics = run_config(str(CONFIGS / "attention_quick.yaml"), out_dir=str(tmp_path), progress=False)
