@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from ott.problems.linear import linear_problem
 
+from ottsliced.initializer import SlicedInitializer
 from ottsliced.problems import ProblemBatch, as_problem_batch
 from ottsliced.regression import GroundTruth, NormalEquations, ground_truth, ridge_solve
 from ottsliced.sliced_sinkhorn import SlicedSinkhorn, correction_features
@@ -63,6 +64,24 @@ class CorrectionFit(NamedTuple):
   coef: np.ndarray
   explained: np.ndarray
   losses: np.ndarray = np.zeros(0)
+
+  @property
+  def model(self) -> SlicedInitializer:
+    """The solver's :class:`~ottsliced.SlicedInitializer` with these coefficients as its ``corrections``.
+
+    One model then carries its start and its corrections (saved, loaded and
+    shipped together); :meth:`SlicedSinkhorn.from_initializer` applies them.
+
+    Raises:
+      ValueError: the solver's initializer is not a ``SlicedInitializer``.
+    """
+    ini = self.solver.initializer
+    if not isinstance(ini, SlicedInitializer):
+      raise ValueError(
+        f"the fitted solver starts from {type(ini).__name__}, not a SlicedInitializer: no model to attach to; "
+        "use `fit.solver`."
+      )
+    return ini.replace(corrections=jnp.asarray(self.coef, dtype=ini.theta.dtype))
 
 
 @jax.jit

@@ -14,7 +14,7 @@ from ottsliced.heads import HEADS, MLPHead, PairHead, pair_summary
 
 __all__ = ["FORMAT_VERSION", "BoundSupport", "SlicedInitializer", "bind_supports", "bound_projections"]
 
-FORMAT_VERSION = 2  # 2: models with a head (files without one are still written as version 1)
+FORMAT_VERSION = 3  # 2: models with a head; 3: with correction coefficients (files with neither: version 1)
 _FORMAT = "ottsliced.SlicedInitializer"
 _METHODS = ("ra", "oa", "sweeps")  # how alpha (and the head) were fitted
 
@@ -130,10 +130,15 @@ class SlicedInitializer(initializers.DefaultInitializer):
   ``alpha`` is shared by all atoms and pairs, so one model serves any ``n``.
   An optional ``head`` (:class:`~ottsliced.heads.MLPHead`, fitted by
   :func:`ottsliced.fit_head`) adds a per-atom residual
-  :math:`h(\varphi_i, x_i)` with parameters shared likewise.
+  :math:`h(\varphi_i, x_i)` with parameters shared likewise. Optional
+  ``corrections`` (``[K, L]``, fitted by :func:`ottsliced.fit_correction_steps`)
+  are the coefficients of the sliced corrections that
+  :meth:`ottsliced.SlicedSinkhorn.from_initializer` applies after the
+  model's start: the model's second head, inside the solver, on the same
+  directions.
 
   Build it with :func:`ottsliced.fit_ra` or :func:`ottsliced.fit_oa`. It is a
-  pytree (children ``theta, alpha, beta``, the head and the bound supports; the rest is
+  pytree (children ``theta, alpha, beta``, the head, the corrections, the bound supports; the rest is
   static), so it can be a ``jax.jit`` argument: a new ``alpha`` reuses the
   compiled function. :meth:`bind` sorts fixed supports once for every later
   prediction (saved models hold no supports: bind after :meth:`load`).
@@ -155,6 +160,11 @@ class SlicedInitializer(initializers.DefaultInitializer):
       per atom on ``[phi_i, x_i]`` (its predictions need the source points,
       ``x`` of :meth:`predict_from_projections`), or
       :class:`~ottsliced.heads.PairHead`, per-pair coefficients.
+    corrections: optional ``[K, L]`` per-direction coefficients of ``K``
+      sliced corrections fitted for this model's start
+      (:func:`ottsliced.fit_correction_steps`; ``CorrectionFit.model``
+      attaches them); :meth:`ottsliced.SlicedSinkhorn.from_initializer` uses
+      them as its ``steps``. They do not change the model's prediction.
   """
 
   def __init__(
@@ -171,6 +181,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
     summary: Optional[Dict[str, Any]] = None,
     support: Optional[BoundSupport] = None,
     head: Optional[MLPHead] = None,
+    corrections: Optional[jax.Array] = None,
   ):
     super().__init__()
     if method not in _METHODS:
@@ -189,11 +200,18 @@ class SlicedInitializer(initializers.DefaultInitializer):
           f"the head takes {head.num_inputs} inputs but the model's features and points have "
           f"L + d = {np.shape(theta)[0] + np.shape(theta)[1]}."
         )
+      if corrections is not None and _validation.is_concrete(corrections):
+        shape, num = np.shape(corrections), np.shape(theta)[0]
+        if len(shape) != 2 or shape[0] < 1 or shape[1] != num:
+          raise ValueError(f"`corrections` must be [K >= 1, L={num}] coefficients, got shape {shape}.")
+        if not np.all(np.isfinite(np.asarray(corrections))):
+          raise ValueError("`corrections` must be finite.")
       if isinstance(head, PairHead) and head.num_projections != np.shape(theta)[0]:
         raise ValueError(
           f"the pair head outputs {head.num_projections} coefficients but the model has L = {np.shape(theta)[0]}."
         )
     self.head = head
+    self.corrections = corrections
     self.theta, self.alpha, self.beta = theta, alpha, beta
     self.method = method
     self.epsilon = float(epsilon)
@@ -217,7 +235,7 @@ class SlicedInitializer(initializers.DefaultInitializer):
   def replace(self, **kwargs: Any) -> "SlicedInitializer":
     """A copy with some fields replaced (e.g. ``alpha=...``)."""
     children, aux = self.tree_flatten()
-    fields = dict(zip(("theta", "alpha", "beta", "support", "head"), children), **aux)
+    fields = dict(zip(("theta", "alpha", "beta", "support", "head", "corrections"), children), **aux)
     fields.update(kwargs)
     theta, alpha, beta = fields.pop("theta"), fields.pop("alpha"), fields.pop("beta")
     return SlicedInitializer(theta, alpha, beta, **fields)
@@ -441,18 +459,19 @@ class SlicedInitializer(initializers.DefaultInitializer):
       "allow_epsilon_mismatch": self.allow_epsilon_mismatch,
       "summary": self.summary,
     }
-    return (self.theta, self.alpha, self.beta, self.support, self.head), aux
+    return (self.theta, self.alpha, self.beta, self.support, self.head, self.corrections), aux
 
   @classmethod
   def tree_unflatten(cls, aux, children):  # noqa: D102
-    theta, alpha, beta, support, head = children
-    return cls(theta, alpha, beta, support=support, head=head, **aux)
+    theta, alpha, beta, support, head, corrections = children
+    return cls(theta, alpha, beta, support=support, head=head, corrections=corrections, **aux)
 
   def __repr__(self) -> str:
     return (
       f"SlicedInitializer(method={self.method!r}, L={self.num_projections}, d={self.dim}, "
       f"epsilon={self.epsilon:g}, g_side={self.beta is not None}, bound={self.support is not None}"
       + ("" if self.head is None else f", head={self.head!r}")
+      + ("" if self.corrections is None else f", corrections={self.corrections.shape[0]}")
       + ")"
     )
 
@@ -463,19 +482,28 @@ class SlicedInitializer(initializers.DefaultInitializer):
       arrays["beta"] = np.asarray(self.beta)
     if self.head is not None:
       arrays.update(self.head.arrays())
+    if self.corrections is not None:
+      arrays["corrections"] = np.asarray(self.corrections)
     return arrays
+
+  def _format_version(self) -> int:
+    """The oldest format that holds this model (an older reader refuses a newer file, never mis-reads it)."""
+    if self.corrections is not None:
+      return 3
+    return 2 if self.head is not None else 1
 
   def save(self, path: str) -> None:
     """Save to a portable ``.npz`` (arrays + JSON metadata), atomically.
 
     The metadata holds the format version, ``L``, ``d``, epsilon, method,
     centering, the head's widths, the training summary and a SHA-256 checksum
-    of the arrays. A model without a head is written as format version 1
-    (readable by every ottsliced), one with a head as version 2.
+    of the arrays. A model with neither a head nor corrections is written as
+    format version 1 (readable by every ottsliced), one with a head as
+    version 2, one with corrections as version 3.
     """
     meta = {
       "format": _FORMAT,
-      "format_version": FORMAT_VERSION if self.head is not None else 1,
+      "format_version": self._format_version(),
       "num_projections": self.num_projections,
       "dim": self.dim,
       "epsilon": self.epsilon,
@@ -518,4 +546,6 @@ class SlicedInitializer(initializers.DefaultInitializer):
       if head_meta.get("kind") not in HEADS:
         raise ValueError(f"{path!r}: unknown head kind {head_meta.get('kind')!r}.")
       fields.setdefault("head", HEADS[head_meta["kind"]].from_arrays(contents, head_meta["hidden"]))
+    if "corrections" in contents:
+      fields.setdefault("corrections", jnp.asarray(contents["corrections"]))
     return cls(jnp.asarray(theta), jnp.asarray(alpha), beta, **fields)

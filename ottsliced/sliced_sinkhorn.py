@@ -234,8 +234,15 @@ class SlicedSinkhorn:
 
   # ---------------------------------------------------------------- construction
   @classmethod
-  def from_initializer(cls, model: SlicedInitializer, steps: Any = DEFAULT_STEPS, **kwargs: Any) -> "SlicedSinkhorn":
-    """Warm-started by ``model``, correcting on its directions and its bound target supports (no second sort)."""
+  def from_initializer(cls, model: SlicedInitializer, steps: Any = None, **kwargs: Any) -> "SlicedSinkhorn":
+    """Warm-started by ``model``, correcting on its directions and its bound target supports (no second sort).
+
+    ``steps``: ``None`` takes the model's fitted ``corrections`` (``[K, L]``)
+    when it has them, else :data:`DEFAULT_STEPS`; anything else as in the
+    constructor (``()``: no correction).
+    """
+    if steps is None:
+      steps = DEFAULT_STEPS if getattr(model, "corrections", None) is None else model.corrections
     sup = model.support
     support = None if sup is None or sup.y is None else BoundSupport(None, sup.y, None, sup.py)
     return cls(model.theta, steps, initializer=model, support=support, **kwargs)

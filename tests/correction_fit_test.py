@@ -144,3 +144,78 @@ def test_unknown_fit_method_is_refused(digits_train):
     fit_correction_steps(batch, solver, method="newton")
   with pytest.raises(ValueError, match="sweeps"):
     fit_correction_steps(batch, solver, method="sweeps", sweeps=0)
+
+
+@pytest.fixture(scope="module")
+def corrected(ra_model, digits_train, truth):
+  """Corrections fitted after RA-OT's start (regression, K = 2)."""
+  solver = SlicedSinkhorn.from_initializer(ra_model, threshold=1e-3)
+  return fit_correction_steps(digits_train.take(slice(0, 24)), solver, num_corrections=2, truth=truth)
+
+
+class TestCorrectionsInTheModel:
+  """Fitted corrections as the model's second head: carried, saved and applied with the model's start."""
+
+  def test_from_initializer_applies_the_models_corrections(self, corrected, ra_model, digits_test):
+    model = corrected.model
+    assert model.corrections.shape == (2, ra_model.num_projections)
+    np.testing.assert_array_equal(model.corrections, corrected.coef.astype(np.float32))
+    prob = digits_test.problem(2)
+    np.testing.assert_array_equal(model.predict_potentials(prob)[0], ra_model.predict_potentials(prob)[0])
+    run = jax.jit(lambda solver, prob: solver(prob))
+    carried = run(SlicedSinkhorn.from_initializer(model, threshold=1e-3), prob)
+    fitted = run(corrected.solver, prob)
+    np.testing.assert_array_equal(carried.errors, fitted.errors)
+    np.testing.assert_array_equal(carried.f, fitted.f)
+    default = run(SlicedSinkhorn.from_initializer(ra_model, threshold=1e-3), prob)
+    assert not np.array_equal(np.asarray(default.errors), np.asarray(carried.errors))
+    explicit = SlicedSinkhorn.from_initializer(model, (), threshold=1e-3)  # explicit steps win
+    assert explicit.num_corrections == 0
+
+  def test_new_corrections_do_not_retrace(self, corrected, digits_test):
+    model = corrected.model
+    traces = []
+
+    @jax.jit
+    def solve(model, prob):
+      traces.append(1)
+      return SlicedSinkhorn.from_initializer(model, threshold=1e-3)(prob).errors
+
+    prob = digits_test.problem(0)
+    first = solve(model, prob)
+    second = solve(model.replace(corrections=model.corrections * 0.5), prob)
+    assert len(traces) == 1
+    assert not np.array_equal(np.asarray(first), np.asarray(second))
+
+  def test_round_trip_is_format_version_3(self, corrected, digits_test, tmp_path):
+    from ottsliced import _io
+    from ottsliced.initializer import _FORMAT
+
+    path = tmp_path / "corrected.npz"
+    corrected.model.save(path)
+    loaded = ots.SlicedInitializer.load(path)
+    np.testing.assert_array_equal(loaded.corrections, corrected.model.corrections)
+    assert _io.load_npz(path, _FORMAT, 3)[1]["format_version"] == 3
+    with pytest.raises(ValueError, match="newer than this ottsliced reads"):
+      _io.load_npz(path, _FORMAT, 2)  # an ottsliced that reads heads but not corrections refuses the file
+    prob = digits_test.problem(1)
+    run = jax.jit(lambda solver, prob: solver(prob))
+    np.testing.assert_array_equal(
+      run(SlicedSinkhorn.from_initializer(loaded, threshold=1e-3), prob).f,
+      run(SlicedSinkhorn.from_initializer(corrected.model, threshold=1e-3), prob).f,
+    )
+    corrected.model.replace(corrections=None).save(tmp_path / "plain.npz")
+    assert _io.load_npz(tmp_path / "plain.npz", _FORMAT, 3)[1]["format_version"] == 1
+
+  def test_bad_corrections_are_refused(self, ra_model, digits_train):
+    num = ra_model.num_projections
+    with pytest.raises(ValueError, match=rf"\[K >= 1, L={num}\]"):
+      ra_model.replace(corrections=np.ones((2, num + 1)))
+    with pytest.raises(ValueError, match=rf"\[K >= 1, L={num}\]"):
+      ra_model.replace(corrections=np.ones(num))
+    with pytest.raises(ValueError, match="finite"):
+      ra_model.replace(corrections=np.full((1, num), np.nan))
+    zeros_start = SlicedSinkhorn(ots.directions(THETA_KEY, 2, 4))
+    fit = fit_correction_steps(digits_train.take(slice(0, 2)), zeros_start, num_corrections=1)
+    with pytest.raises(ValueError, match="not a SlicedInitializer"):
+      _ = fit.model
