@@ -24,16 +24,23 @@ def fit(digits_train, truth):
   return fit_correction_steps(digits_train.take(slice(0, 24)), solver, num_corrections=2, truth=truth)
 
 
+@jax.jit
+def _correction_inputs(solver, prob):
+  """``(T_b f, correction features [m, L])`` where the solver's next correction starts."""
+  state = solver.correction_state(prob)
+  return state.g, correction_features(state.target_projections, prob.b, state.column_marginal)
+
+
 def _weighted_residual(solver, batch, g_star, coef):
   """Sum over pairs of the b-weighted squared error of ``g`` left after a correction with ``coef`` (gauge removed)."""
   total = 0.0
   for i in range(batch.num_pairs):
     b = np.asarray(batch.b[i])
-    state = solver.correction_state(batch.problem(i))
-    psi = np.asarray(correction_features(state.target_projections, batch.b[i], state.column_marginal)) @ coef
+    g, feats = _correction_inputs(solver, batch.problem(i))
+    psi = np.asarray(feats) @ coef
     ok = b > 0
     w = b[ok] / b[ok].sum()
-    r = np.asarray(g_star[i])[ok] - np.asarray(state.g)[ok] - psi[ok]  # -inf at zero weights: mask first
+    r = np.asarray(g_star[i])[ok] - np.asarray(g)[ok] - psi[ok]  # -inf at zero weights: mask first
     r = r - np.sum(w * r)
     total += float(np.sum(w * r * r))
   return total
