@@ -13,10 +13,13 @@ square at epsilon 1e-2; each start runs OTT's Sinkhorn (``inner_iterations=1``) 
 * MNIST at other resolutions with the same model: 14² (196 atoms) and 56² (3,136 atoms, 4x the training size).
 
 Prints mean iterations per start and, per model, the fraction of zeros' iterations saved and that fraction
-relative to the model's in-distribution one ("kept").
+relative to the model's in-distribution one ("kept"). ``--corrections`` adds the corrected solver
+(``SlicedSinkhorn``, its own iteration count): from zeros on the shipped RA-OT's directions (training-free), from
+each RA-OT with the default steps, and from the shipped ``mnist-ra-corrected`` (RA-OT with a fitted correction
+head) where that model applies (MNIST-fitted sets).
 """
 
-import sys
+import argparse
 
 import numpy as np
 from ott.initializers.linear import initializers
@@ -25,14 +28,30 @@ import ottsliced as ots
 from ottsliced import data, pretrained
 from ottsliced.data import color as color_data
 from ottsliced.experiments import evaluation, load_config, mnist
+from ottsliced.sliced_sinkhorn import DEFAULT_STEPS
 
 THRESHOLDS = (1e-2, 1e-3)
 EPSILON = 1e-2
 
 
-def _mean_iterations(batch, initializer, threshold):
-  out = ots.solve_batch(batch, initializer, threshold=threshold, max_iterations=20_000, inner_iterations=1)
+def _mean_iterations(batch, start, threshold):
+  if isinstance(start, ots.SlicedSinkhorn):
+    out = ots.solve_batch(batch, solver=start.replace(threshold=threshold, max_iterations=20_000))
+  else:
+    out = ots.solve_batch(batch, start, threshold=threshold, max_iterations=20_000, inner_iterations=1)
   return float(np.mean(np.asarray(ots.num_iterations(out))))
+
+
+def _corrected(models, corrected_model):
+  """The corrected solvers of a set's models: RA-OT + default steps, zeros + corrections, the correction head."""
+  ra = models["RA-OT"]
+  out = {
+    "zeros + corrections": ots.SlicedSinkhorn(ra.theta),
+    "RA-OT + corrections": ots.SlicedSinkhorn.from_initializer(ra, DEFAULT_STEPS),
+  }
+  if corrected_model is not None:
+    out["RA-OT + correction head"] = ots.SlicedSinkhorn.from_initializer(corrected_model)
+  return out
 
 
 def _mnist_with_labels():
@@ -50,7 +69,7 @@ def _natural_images(num_images):
   return data.resample_images(grey / grey.sum(1, keepdims=True), 112, 28)
 
 
-def main(num_pairs: int = 40) -> None:
+def main(num_pairs: int = 40, corrections: bool = False) -> None:
   _, config = load_config("configs/mnist.yaml", overrides={"data.num_test": num_pairs})
   images = mnist.load_images(config.data)
   shipped = {"RA-OT": pretrained.load_pretrained("mnist-ra"), "OA-OT": pretrained.load_pretrained("mnist-oa")}
@@ -78,9 +97,14 @@ def main(num_pairs: int = 40) -> None:
     ("MNIST at 14² (196 atoms)", data.image_pairs(images, num_pairs, size=14, epsilon=EPSILON, seed=3), shipped, 0),
     ("MNIST at 56² (3,136 atoms)", data.image_pairs(images, num_pairs, size=56, epsilon=EPSILON, seed=3), shipped, 0),
   ]
+  head = pretrained.load_pretrained("mnist-ra-corrected") if corrections else None
   saved_in = {}
   for index, (name, batch, models, reference) in enumerate(sets):
     starts = {"zeros": None, "Gaussian": initializers.GaussianInitializer(), **models}
+    if corrections:
+      solvers = _corrected(models, head if models is shipped else None)
+      starts.update(solvers)
+      models = {**models, **solvers}
     its = {t: {s: _mean_iterations(batch, ini, t) for s, ini in starts.items()} for t in THRESHOLDS}
     lines = [f"{name}: {batch.num_pairs} pairs, {batch.a.shape[-1]} atoms"]
     for t in THRESHOLDS:
@@ -101,4 +125,8 @@ def main(num_pairs: int = 40) -> None:
 
 
 if __name__ == "__main__":
-  main(*(int(a) for a in sys.argv[1:2]))
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("num_pairs", type=int, nargs="?", default=40, help="pairs per set")
+  parser.add_argument("--corrections", action="store_true", help="add the corrected solvers")
+  args = parser.parse_args()
+  main(args.num_pairs, args.corrections)

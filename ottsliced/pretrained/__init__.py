@@ -9,6 +9,10 @@ model the task benchmark fits), saved with :meth:`~ottsliced.SlicedInitializer.s
   square grid, epsilon 1e-2, L = 16 (RA-OT / OA-OT).
 * ``"color-ra"`` / ``"color-oa"``: RGB colour palettes in ``[0, 1]^3``,
   epsilon 5e-3.
+* ``"mnist-ra-corrected"``: ``"mnist-ra"`` with a correction head, the
+  coefficients ``[2, 16]`` of two sliced corrections fitted after its start
+  on the same training pairs (``corrections``, applied by
+  :meth:`~ottsliced.SlicedSinkhorn.from_initializer`).
 
 A model predicts for any number of atoms; its epsilon is the one it was fitted
 at (a problem at another epsilon is refused unless
@@ -19,6 +23,8 @@ Example::
 
   model = ottsliced.pretrained.load_pretrained("mnist-ra").bind(grid)
   out = ott.solvers.linear.sinkhorn.Sinkhorn(initializer=model)(prob)
+  corrected = ottsliced.pretrained.load_pretrained("mnist-ra-corrected").bind(grid)
+  out = ottsliced.SlicedSinkhorn.from_initializer(corrected)(prob)
 """
 
 from importlib import resources
