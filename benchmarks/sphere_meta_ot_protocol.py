@@ -22,6 +22,7 @@ import time
 
 import jax
 import numpy as np
+from _warm_starts import iterations_to
 from ott.initializers.linear import initializers
 from ott.solvers.linear import sinkhorn
 
@@ -34,12 +35,6 @@ EPSILON = 1e-3
 THRESHOLDS = (1e-2, 1e-3, 1e-4)
 MAX_ITERATIONS = 30_000
 _run = jax.jit(lambda solver, prob: solver(prob))
-
-
-def iterations_to(errors: np.ndarray, threshold: float) -> int:
-  """First iteration whose error is below ``threshold`` (the trace length when never)."""
-  below = (errors >= 0) & (errors < threshold)
-  return int(below.argmax() + 1) if below.any() else errors.shape[0]
 
 
 def ground_truth(batch, plain: ots.SlicedSinkhorn, threshold: float) -> GroundTruth:
@@ -130,7 +125,7 @@ def main(num_train: int, num_test: int, meta_steps: int, num_projections: int, n
         jax.block_until_ready(out.f)
         secs[name][t].append(time.perf_counter() - t0)
       errors = np.asarray(out.errors)
-      counts[name].append([iterations_to(errors, t) for t in THRESHOLDS])
+      counts[name].append([int(iterations_to(errors[None], t)[0]) for t in THRESHOLDS])
     print(f"pair {i}: " + ", ".join(f"{k} {v[-1]}" for k, v in counts.items()), flush=True)
 
   ott_solver = sinkhorn.Sinkhorn(threshold=1e-2, inner_iterations=1, max_iterations=MAX_ITERATIONS)
@@ -141,7 +136,7 @@ def main(num_train: int, num_test: int, meta_steps: int, num_projections: int, n
   ott_out = ott_run(prob)
   jax.block_until_ready(ott_out.f)
   ott_s = time.perf_counter() - t0
-  ott_its = iterations_to(np.asarray(ott_out.errors), 1e-2)
+  ott_its = int(iterations_to(np.asarray(ott_out.errors)[None], 1e-2)[0])
   ours_its = counts["zeros"][0][0]
   print(
     f"OTT Sinkhorn from zeros, test pair 0 to 1e-2: {ott_its} iterations in {ott_s:.1f} s "
