@@ -11,12 +11,15 @@ from ottsliced.attention.weights import (
   MODES,
   attention_logits,
   column_marginal_error,
+  potential_from_features,
   predicted_potential,
   semi_dual,
   sinkhorn_weights,
+  sliced_features,
   sliced_weights,
   softmax_weights,
   token_weights,
+  transported_weights,
 )
 
 __all__ = [
@@ -25,10 +28,13 @@ __all__ = [
   "attention_logits",
   "column_marginal_error",
   "init_directions",
+  "potential_from_features",
   "predicted_potential",
   "semi_dual",
   "sinkhorn_weights",
+  "sliced_features",
   "sliced_weights",
   "softmax_weights",
   "token_weights",
+  "transported_weights",
 ]

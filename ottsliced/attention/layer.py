@@ -158,9 +158,12 @@ class DoublyStochasticAttention(nn.Module):
         theta = jax.lax.stop_gradient(theta)
       alpha = self.param("alpha", init_alpha(self.num_directions, head_dim), shape[:2], self.param_dtype)
       theta, alpha = theta.astype(query.dtype), alpha.astype(query.dtype)
-      attn = attention_weights.sliced_weights(query, key, theta, alpha, mask, logits, self.domain)
+      w = attention_weights.token_weights(logits, mask)
+      phi = attention_weights.sliced_features(query, key, w.a, w.b, theta)
+      f = attention_weights.potential_from_features(query, phi, alpha)
+      attn = attention_weights.transported_weights(logits, f, mask, self.domain)
       if self.is_mutable_collection("losses") and not self.is_initializing():
-        self.sow("losses", "sliced_dual", self._held_dual(query, key, logits, mask, theta, alpha))
+        self.sow("losses", "sliced_dual", self._held_dual(query, logits, mask, phi, alpha))
 
     if self.dropout_rate > 0.0 and not nn.merge_param("deterministic", self.deterministic, deterministic):
       rng = dropout_rng if dropout_rng is not None else self.make_rng("dropout")
@@ -181,9 +184,8 @@ class DoublyStochasticAttention(nn.Module):
     )(out)
 
   @staticmethod
-  def _held_dual(query, key, logits, mask, theta, alpha) -> jax.Array:
-    """Mean semi-dual of the prediction, gradients to ``alpha`` only."""
-    query, key, logits, theta = map(jax.lax.stop_gradient, (query, key, logits, theta))
-    w = attention_weights.token_weights(logits, mask)
-    f = attention_weights.predicted_potential(query, key, w.a, w.b, theta, alpha)
+  def _held_dual(query, logits, mask, features, alpha) -> jax.Array:
+    """Mean semi-dual of the prediction from the layer's own features, gradients to ``alpha`` only."""
+    query, logits, features = map(jax.lax.stop_gradient, (query, logits, features))
+    f = attention_weights.potential_from_features(query, features, alpha)
     return jnp.mean(attention_weights.semi_dual(logits, f, mask))

@@ -59,12 +59,15 @@ __all__ = [
   "TokenWeights",
   "attention_logits",
   "column_marginal_error",
+  "potential_from_features",
   "predicted_potential",
   "semi_dual",
   "sinkhorn_weights",
+  "sliced_features",
   "sliced_weights",
   "softmax_weights",
   "token_weights",
+  "transported_weights",
 ]
 
 MODES = ("softmax", "sinkhorn", "sliced")
@@ -258,13 +261,53 @@ def _sinkhorn_weights(logits: jax.Array, mask: Optional[jax.Array], num_iteratio
 
 
 @jax.jit
+def sliced_features(query: jax.Array, key: jax.Array, a: jax.Array, b: jax.Array, theta: jax.Array) -> jax.Array:
+  r"""The feature matrix :math:`\Phi`: 1-D OT potentials of the projected queries, per head and direction.
+
+  Exact potentials (cost :math:`|s-t|^2`) of the uniform measures on the valid
+  queries and keys projected on each direction
+  (:func:`ottsliced.sliced.uniform_source_potentials`).
+
+  Args:
+    query: ``[batch..., n, heads, d]``.
+    key: ``[batch..., m, heads, d]``.
+    a: query weights ``[batch..., heads, n]`` (only ``a > 0`` is used).
+    b: key weights ``[batch..., heads, m]`` (only ``b > 0`` is used).
+    theta: directions per head ``[heads, L, d]``.
+
+  Returns:
+    ``[batch..., heads, L, n]``; values on invalid queries are not dual values.
+  """
+  s = jnp.einsum("...nhd,hld->...hln", query, theta)  # [..., h, L, n]
+  t = jnp.einsum("...mhd,hld->...hlm", key, theta)
+  n, m = s.shape[-1], t.shape[-1]
+  s_valid = jnp.broadcast_to((a > 0)[..., None, :], s.shape).reshape(-1, n)
+  t_valid = jnp.broadcast_to((b > 0)[..., None, :], t.shape).reshape(-1, m)
+  phi = jax.vmap(sliced.uniform_source_potentials)(s.reshape(-1, n), t.reshape(-1, m), s_valid, t_valid)
+  return phi.reshape(s.shape)
+
+
+@jax.jit
+def potential_from_features(query: jax.Array, features: jax.Array, alpha: jax.Array) -> jax.Array:
+  r""":math:`\hat f=\Phi\alpha-|q|^2/(2\sqrt d)` ``[batch..., heads, n]`` from :func:`sliced_features`.
+
+  Args:
+    query: ``[batch..., n, heads, d]``.
+    features: ``[batch..., heads, L, n]``.
+    alpha: coefficients per head ``[heads, L]``.
+  """
+  q_sq = jnp.sum(query * query, axis=-1)  # [..., n, h]
+  phi_alpha = jnp.einsum("...hln,hl->...hn", features, alpha)
+  return phi_alpha - 0.5 * jnp.swapaxes(q_sq, -1, -2) / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+
+
+@jax.jit
 def predicted_potential(
   query: jax.Array, key: jax.Array, a: jax.Array, b: jax.Array, theta: jax.Array, alpha: jax.Array
 ) -> jax.Array:
   r"""Sliced prediction of the query potential, :math:`\hat f=\Phi\alpha-|q|^2/(2\sqrt d)`.
 
-  :math:`\Phi` [n, L] holds the 1-D potentials of the uniform measures on the
-  valid queries and keys (:func:`ottsliced.sliced.uniform_source_potentials`).
+  :func:`sliced_features` contracted with ``alpha`` (:func:`potential_from_features`).
 
   Args:
     query: ``[batch..., n, heads, d]``.
@@ -277,16 +320,7 @@ def predicted_potential(
   Returns:
     ``[batch..., heads, n]``; values on invalid queries are not dual values.
   """
-  d = query.shape[-1]
-  s = jnp.einsum("...nhd,hld->...hln", query, theta)  # [..., h, L, n]
-  t = jnp.einsum("...mhd,hld->...hlm", key, theta)
-  n, m = s.shape[-1], t.shape[-1]
-  s_valid = jnp.broadcast_to((a > 0)[..., None, :], s.shape).reshape(-1, n)
-  t_valid = jnp.broadcast_to((b > 0)[..., None, :], t.shape).reshape(-1, m)
-  phi = jax.vmap(sliced.uniform_source_potentials)(s.reshape(-1, n), t.reshape(-1, m), s_valid, t_valid)
-  phi_alpha = jnp.einsum("...hln,hl->...hn", phi.reshape(s.shape), alpha)
-  q_sq = jnp.sum(query * query, axis=-1)  # [..., n, h]
-  return phi_alpha - 0.5 * jnp.swapaxes(q_sq, -1, -2) / jnp.sqrt(d).astype(query.dtype)
+  return potential_from_features(query, sliced_features(query, key, a, b, theta), alpha)
 
 
 def sliced_weights(
@@ -321,8 +355,32 @@ def sliced_weights(
 @functools.partial(jax.jit, static_argnums=6)
 def _sliced_weights(query, key, theta, alpha, mask, logits, domain) -> jax.Array:
   w = token_weights(logits, mask)
-  f = jnp.where(w.a > 0, predicted_potential(query, key, w.a, w.b, theta, alpha), 0.0)
-  return _doubly_stochastic(_masked(logits, w.mask), w, f, 1, domain)
+  return _transported_weights(logits, predicted_potential(query, key, w.a, w.b, theta, alpha), mask, domain)
+
+
+def transported_weights(
+  logits: jax.Array, f: jax.Array, mask: Optional[jax.Array] = None, domain: str = "log"
+) -> jax.Array:
+  r"""Attention from a query potential: :math:`g=T(f)`, then the row softmax with key bias ``g``, ``[..., n, m]``.
+
+  One column and one row pass; rows sum to 1 exactly, columns to
+  ``n_valid * b`` when ``f`` is the Sinkhorn potential (the sliced mode with
+  :math:`f=\hat f`; ``f = 0`` is Sinkhorn with ``K = 1``).
+
+  Args:
+    logits: ``[..., n, m]``.
+    f: query potentials ``[..., n]`` (the :func:`sinkhorn_weights` gauge; invalid queries ignored).
+    mask: as in :func:`sinkhorn_weights`.
+    domain: as in :func:`sinkhorn_weights`.
+  """
+  _check_domain(domain)
+  return _transported_weights(logits, f, mask, domain)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _transported_weights(logits, f, mask, domain) -> jax.Array:
+  w = token_weights(logits, mask)
+  return _doubly_stochastic(_masked(logits, w.mask), w, jnp.where(w.a > 0, f, 0.0), 1, domain)
 
 
 @jax.jit

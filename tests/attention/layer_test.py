@@ -6,7 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ottsliced.attention import DoublyStochasticAttention, column_marginal_error
+from ottsliced.attention import (
+  DoublyStochasticAttention,
+  attention_logits,
+  column_marginal_error,
+  predicted_potential,
+  semi_dual,
+  sliced_weights,
+  token_weights,
+)
 
 MODES = [("softmax", {}), ("sinkhorn", {"num_iterations": 3}), ("sliced", {"num_directions": 8})]
 
@@ -92,6 +100,16 @@ def test_sown_weights_rows_exact_and_dual_trains_alpha_only():
   def dual(p):
     _, s = layer.apply(p, x, mutable=["losses"])
     return s["losses"]["sliced_dual"][0]
+
+  # The dual is the semi-dual of the layer's own prediction, and the sown weights are `sliced_weights`'.
+  p = params["params"]
+  q = jnp.einsum("bnf,fhd->bnhd", x, p["query"]["kernel"]) + p["query"]["bias"]
+  k = jnp.einsum("bnf,fhd->bnhd", x, p["key"]["kernel"]) + p["key"]["bias"]
+  logits = attention_logits(q, k)
+  w = token_weights(logits)
+  f = predicted_potential(q, k, w.a, w.b, p["theta"], p["alpha"])
+  np.testing.assert_allclose(dual(params), jnp.mean(semi_dual(logits, f)), rtol=1e-5)
+  np.testing.assert_allclose(attn, sliced_weights(q, k, p["theta"], p["alpha"]), atol=1e-6)
 
   grads = jax.grad(dual)(params)["params"]
   assert float(jnp.abs(grads["alpha"]).max()) > 0

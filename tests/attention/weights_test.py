@@ -111,6 +111,27 @@ class TestSlicedMode:
         want = phi @ alpha[h] - 0.5 * jnp.sum(q[bb, :, h] ** 2, -1) / 2.0
         np.testing.assert_allclose(f[bb, h], want, atol=1e-12)
 
+  @pytest.mark.parametrize("domain", weights.DOMAINS)
+  def test_weights_are_the_transported_prediction(self, domain):
+    q, k = _qk(seed=2)
+    theta, alpha = _directions()
+    logits = weights.attention_logits(q, k)
+    w = weights.token_weights(logits)
+    phi = weights.sliced_features(q, k, w.a, w.b, theta)
+    assert phi.shape == (2, 3, 8, 7)
+    f = weights.potential_from_features(q, phi, alpha)
+    np.testing.assert_allclose(f, weights.predicted_potential(q, k, w.a, w.b, theta, alpha), atol=1e-14)
+    attn = weights.sliced_weights(q, k, theta, alpha, domain=domain)
+    np.testing.assert_allclose(attn, weights.transported_weights(logits, f, domain=domain), atol=1e-12)
+    # From f = 0 the transport is one Sinkhorn iteration.
+    np.testing.assert_allclose(
+      weights.transported_weights(logits, jnp.zeros_like(f), domain=domain),
+      weights.sinkhorn_weights(logits, None, 1, domain),
+      atol=1e-14,
+    )
+    with pytest.raises(ValueError, match="domain"):
+      weights.transported_weights(logits, f, domain="exp")
+
   def test_rows_exact_columns_between_softmax_and_sinkhorn(self):
     q, k = _qk(seed=3, batch=4, n=12, m=12)
     theta, alpha = _directions()
