@@ -14,11 +14,13 @@ from ottsliced.attention.weights import (
   potential_from_features,
   predicted_potential,
   semi_dual,
+  sinkhorn_potential,
   sinkhorn_weights,
   sliced_features,
   sliced_weights,
   softmax_weights,
   token_weights,
+  transported_attention,
   transported_weights,
 )
 
@@ -31,10 +33,12 @@ __all__ = [
   "potential_from_features",
   "predicted_potential",
   "semi_dual",
+  "sinkhorn_potential",
   "sinkhorn_weights",
   "sliced_features",
   "sliced_weights",
   "softmax_weights",
   "token_weights",
+  "transported_attention",
   "transported_weights",
 ]

@@ -127,6 +127,8 @@ class DoublyStochasticAttention(nn.Module):
     inputs_v = inputs_k if inputs_v is None else inputs_v
     features = self.out_features or inputs_q.shape[-1]
     qkv_features = self.qkv_features or inputs_q.shape[-1]
+    if self.mode == "sinkhorn" and self.num_iterations < 1:
+      raise ValueError(f"`num_iterations` must be >= 1, got {self.num_iterations}.")
     if self.mode == "sliced" and self.num_directions < 1:
       raise ValueError(f"`num_directions` must be >= 1, got {self.num_directions}.")
     if qkv_features % self.num_heads:
@@ -147,10 +149,17 @@ class DoublyStochasticAttention(nn.Module):
     value = dense(name="value")(inputs_v)
     logits = attention_weights.attention_logits(query, key)
 
+    dropout = self.dropout_rate > 0.0 and not nn.merge_param("deterministic", self.deterministic, deterministic)
+    # Doubly-stochastic modes in the log domain: the row normalisation moves after the value product
+    # (`transported_attention`), unless the matrix itself is needed (dropout on it, or sown).
+    fused = self.mode != "softmax" and self.domain == "log" and not (dropout or sow_weights)
     if self.mode == "softmax":
       attn = attention_weights.softmax_weights(logits, mask)
     elif self.mode == "sinkhorn":
-      attn = attention_weights.sinkhorn_weights(logits, mask, self.num_iterations, self.domain)
+      if fused:
+        f = attention_weights.sinkhorn_potential(logits, mask, self.num_iterations - 1)
+      else:
+        attn = attention_weights.sinkhorn_weights(logits, mask, self.num_iterations, self.domain)
     else:
       shape = (self.num_heads, self.num_directions, head_dim)
       theta = self.param("theta", init_directions, shape, self.param_dtype)
@@ -161,17 +170,21 @@ class DoublyStochasticAttention(nn.Module):
       w = attention_weights.token_weights(logits, mask)
       phi = attention_weights.sliced_features(query, key, w.a, w.b, theta)
       f = attention_weights.potential_from_features(query, phi, alpha)
-      attn = attention_weights.transported_weights(logits, f, mask, self.domain)
+      if not fused:
+        attn = attention_weights.transported_weights(logits, f, mask, self.domain)
       if self.is_mutable_collection("losses") and not self.is_initializing():
         self.sow("losses", "sliced_dual", self._held_dual(query, logits, mask, phi, alpha))
 
-    if self.dropout_rate > 0.0 and not nn.merge_param("deterministic", self.deterministic, deterministic):
-      rng = dropout_rng if dropout_rng is not None else self.make_rng("dropout")
-      keep = jax.random.bernoulli(rng, 1.0 - self.dropout_rate, attn.shape)
-      attn = jnp.where(keep, attn / (1.0 - self.dropout_rate), 0.0).astype(attn.dtype)
-    if sow_weights:
-      self.sow("intermediates", "attention_weights", attn)
-    out = jnp.einsum("...hqk,...khd->...qhd", attn, value)
+    if fused:
+      out = attention_weights.transported_attention(logits, f, value, mask)
+    else:
+      if dropout:
+        rng = dropout_rng if dropout_rng is not None else self.make_rng("dropout")
+        keep = jax.random.bernoulli(rng, 1.0 - self.dropout_rate, attn.shape)
+        attn = jnp.where(keep, attn / (1.0 - self.dropout_rate), 0.0).astype(attn.dtype)
+      if sow_weights:
+        self.sow("intermediates", "attention_weights", attn)
+      out = jnp.einsum("...hqk,...khd->...qhd", attn, value)
     return nn.DenseGeneral(
       features=features,
       axis=(-2, -1),

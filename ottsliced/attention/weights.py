@@ -50,6 +50,7 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ottsliced import sliced
 
@@ -62,11 +63,13 @@ __all__ = [
   "potential_from_features",
   "predicted_potential",
   "semi_dual",
+  "sinkhorn_potential",
   "sinkhorn_weights",
   "sliced_features",
   "sliced_weights",
   "softmax_weights",
   "token_weights",
+  "transported_attention",
   "transported_weights",
 ]
 
@@ -159,16 +162,57 @@ def _row_transform(masked: jax.Array, log_b: jax.Array, g: jax.Array, a: jax.Arr
   return jnp.where(a > 0, f, 0.0)
 
 
-def _log_domain(masked: jax.Array, w: TokenWeights, f: jax.Array, num_iterations: int) -> jax.Array:
-  """``num_iterations - 1`` Sinkhorn iterations from ``f``, a column transform, the row softmax."""
+def _sinkhorn_potential(masked: jax.Array, w: TokenWeights, f: jax.Array, num_iterations: int) -> jax.Array:
+  """``f`` after ``num_iterations`` log-domain Sinkhorn iterations (column then row transform), ``[..., n]``."""
   log_a, log_b = _safe_log(w.a), _safe_log(w.b)
 
   def iteration(_, f):
     return _row_transform(masked, log_b, _column_transform(masked, log_a, f, w.b), w.a)
 
-  f = jax.lax.fori_loop(0, num_iterations - 1, iteration, f)
-  g = _column_transform(masked, log_a, f, w.b)
-  return jax.nn.softmax(masked + (log_b + g)[..., None, :], axis=-1)
+  return jax.lax.fori_loop(0, num_iterations, iteration, f)
+
+
+class _Transport(NamedTuple):
+  """The transported attention :math:`A_{ij}=K_{ij}v_j/r_i` in factors (see :func:`_transport`)."""
+
+  kernel: jax.Array  # [..., n, m]
+  column_scaling: jax.Array  # v [..., m]
+  row_sums: jax.Array  # r [..., n]
+
+
+def _transport(masked: jax.Array, w: TokenWeights, f: jax.Array) -> _Transport:
+  r"""Column transform :math:`g=T(f)` and the row softmax with key bias ``g + log b``, with one ``exp`` pass.
+
+  With :math:`z_{ij}=S_{ij}+f_i` and :math:`M_j=\max_i z_{ij}`, the kernel
+  :math:`K_{ij}=e^{z_{ij}-M_j}` has column sums :math:`c_j=\sum_ia_iK_{ij}\ge
+  a_{i^*}` (no underflow), :math:`g_j=-M_j-\log c_j`, and the attention is
+  :math:`A_{ij}=\mathrm{softmax}_j(S_{ij}+g_j+\log b_j)=K_{ij}v_j/r_i` with
+  :math:`v_j=b_j/c_j` and :math:`r_i=\sum_jK_{ij}v_j` (the :math:`e^{f_i}`
+  cancels in the row). A row whose every entry sits more than
+  :math:`B=-0.3\log(\mathrm{tiny})` (26 in float32) below its column's maximum
+  would underflow; it is lifted to :math:`B` below (its own normalisation does
+  not depend on :math:`f_i`, and its share of any column sum stays below
+  :math:`e^{-B}`, under float rounding), so the result equals the log domain's
+  at any logit scale. The maxima are constants for autodiff (the result does
+  not depend on them).
+  """
+  b = jnp.where(jnp.any(w.b > 0, axis=-1, keepdims=True), w.b, 1.0)  # no valid key at all: every key
+  z = masked + f[..., :, None]
+  col_max = jax.lax.stop_gradient(jnp.max(z, axis=-2, keepdims=True))
+  reach = -0.3 * float(np.log(jnp.finfo(masked.dtype).tiny))
+  gap = jnp.where(b[..., None, :] > 0, z - col_max, _negative(z.dtype))
+  deficit = jax.lax.stop_gradient(jnp.max(gap, axis=-1, keepdims=True))
+  # <= 0 on valid keys (max(deficit, -reach) at most); the cap only touches keys of weight 0.
+  kernel = jnp.exp(jnp.minimum(z - col_max - jnp.minimum(deficit + reach, 0.0), 0.0))
+  col = jnp.einsum("...i,...ij->...j", w.a, kernel)
+  v = b / jnp.where(b > 0, col, 1.0)
+  return _Transport(kernel, v, jnp.einsum("...ij,...j->...i", kernel, v))
+
+
+def _log_domain(masked: jax.Array, w: TokenWeights, f: jax.Array, num_iterations: int) -> jax.Array:
+  """``num_iterations - 1`` Sinkhorn iterations from ``f``, a column transform, the row softmax."""
+  tr = _transport(masked, w, _sinkhorn_potential(masked, w, f, num_iterations - 1))
+  return tr.kernel * (tr.column_scaling[..., None, :] / tr.row_sums[..., :, None])
 
 
 # Kernel domain: one exp pass, then matrix-vector products.
@@ -280,11 +324,9 @@ def sliced_features(query: jax.Array, key: jax.Array, a: jax.Array, b: jax.Array
   """
   s = jnp.einsum("...nhd,hld->...hln", query, theta)  # [..., h, L, n]
   t = jnp.einsum("...mhd,hld->...hlm", key, theta)
-  n, m = s.shape[-1], t.shape[-1]
-  s_valid = jnp.broadcast_to((a > 0)[..., None, :], s.shape).reshape(-1, n)
-  t_valid = jnp.broadcast_to((b > 0)[..., None, :], t.shape).reshape(-1, m)
-  phi = jax.vmap(sliced.uniform_source_potentials)(s.reshape(-1, n), t.reshape(-1, m), s_valid, t_valid)
-  return phi.reshape(s.shape)
+  s_valid = jnp.broadcast_to((a > 0)[..., None, :], s.shape)
+  t_valid = jnp.broadcast_to((b > 0)[..., None, :], t.shape)
+  return sliced.uniform_source_potentials(s, t, s_valid, t_valid)
 
 
 @jax.jit
@@ -381,6 +423,44 @@ def transported_weights(
 def _transported_weights(logits, f, mask, domain) -> jax.Array:
   w = token_weights(logits, mask)
   return _doubly_stochastic(_masked(logits, w.mask), w, jnp.where(w.a > 0, f, 0.0), 1, domain)
+
+
+@jax.jit
+def transported_attention(
+  logits: jax.Array, f: jax.Array, value: jax.Array, mask: Optional[jax.Array] = None
+) -> jax.Array:
+  r"""The attention output :math:`\sum_jA_{ij}v_j` of :func:`transported_weights`, without forming ``A``.
+
+  :math:`A_{ij}=K_{ij}v_j/r_i` (one ``exp`` pass, see :func:`transported_weights`),
+  so the output is :math:`(K(v\odot V))_i/r_i`: the row normalisation moves
+  after the value product, and the cost is a row softmax's plus one column
+  reduction. Equal to ``einsum("...hqk,...khd->...qhd", transported_weights(logits, f, mask), value)``
+  up to rounding.
+
+  Args:
+    logits: ``[batch..., heads, n, m]``.
+    f: query potentials ``[batch..., heads, n]``.
+    value: ``[batch..., m, heads, d_v]`` (flax's layout).
+    mask: as in :func:`sinkhorn_weights`.
+
+  Returns:
+    ``[batch..., n, heads, d_v]``.
+  """
+  w = token_weights(logits, mask)
+  tr = _transport(_masked(logits, w.mask), w, jnp.where(w.a > 0, f, 0.0))
+  scaled = value * jnp.swapaxes(tr.column_scaling, -1, -2)[..., None]
+  out = jnp.einsum("...hqk,...khd->...qhd", tr.kernel, scaled)
+  return out / jnp.swapaxes(tr.row_sums, -1, -2)[..., None]
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def sinkhorn_potential(logits: jax.Array, mask: Optional[jax.Array], num_iterations: int) -> jax.Array:
+  """The query potential ``f`` ``[..., n]`` after ``num_iterations`` log-domain Sinkhorn iterations from 0.
+
+  ``sinkhorn_weights(logits, mask, K)`` is ``transported_weights(logits, sinkhorn_potential(logits, mask, K - 1), mask)``.
+  """
+  w = token_weights(logits, mask)
+  return _sinkhorn_potential(_masked(logits, w.mask), w, jnp.zeros_like(w.a), num_iterations)
 
 
 @jax.jit
