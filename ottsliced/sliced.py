@@ -527,8 +527,7 @@ def uniform_source_potentials(s: jax.Array, t: jax.Array, s_valid: jax.Array, t_
   The case of attention: weights :math:`1/n_v` on the ``n_v`` valid sources,
   :math:`1/m_v` on the ``m_v`` valid targets, zero elsewhere. The staircase
   column of the ``r``-th sorted source is then a closed form in integers,
-  :math:`J_r=\min(\lceil (r+1)m_v/n_v
-ceil-1,\,m_v-1)`, so no weight
+  :math:`J_r=\min(\lceil (r+1)m_v/n_v\rceil-1,\,m_v-1)`, so no weight
   quantisation, level scan or search is needed. Rows of up to 64 atoms: ranks,
   matched targets and the telescoped sums by all-pairs counts over the whole
   batch at once (no sort, no gather: XLA:CPU sorts short rows slowly); longer

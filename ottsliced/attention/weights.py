@@ -457,7 +457,8 @@ def transported_attention(
 def sinkhorn_potential(logits: jax.Array, mask: Optional[jax.Array], num_iterations: int) -> jax.Array:
   """The query potential ``f`` ``[..., n]`` after ``num_iterations`` log-domain Sinkhorn iterations from 0.
 
-  ``sinkhorn_weights(logits, mask, K)`` is ``transported_weights(logits, sinkhorn_potential(logits, mask, K - 1), mask)``.
+  ``sinkhorn_weights(logits, mask, K)`` is
+  ``transported_weights(logits, sinkhorn_potential(logits, mask, K - 1), mask)``.
   """
   w = token_weights(logits, mask)
   return _sinkhorn_potential(_masked(logits, w.mask), w, jnp.zeros_like(w.a), num_iterations)

@@ -119,6 +119,31 @@ def test_sown_weights_rows_exact_and_dual_trains_alpha_only():
   assert "losses" not in layer.apply(params, x, mutable=["intermediates"])[1]
 
 
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize(("mode", "kw"), MODES[1:])
+def test_fused_output_equals_the_materialised_weights(mode, kw):
+  """Without dropout or sown weights the layer never forms the matrix; the output is the same."""
+  x = _inputs(n=7)
+  valid = jnp.array([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]], bool)
+  mask = nn.make_attention_mask(valid, valid)
+  layer = DoublyStochasticAttention(num_heads=2, mode=mode, param_dtype=jnp.float64, **kw)
+  params = layer.init(jax.random.PRNGKey(1), x)
+  fused = layer.apply(params, x, mask=mask)
+  materialised, _ = layer.apply(params, x, mask=mask, sow_weights=True, mutable=["intermediates"])
+  np.testing.assert_allclose(fused, materialised, atol=1e-12)
+
+  def loss(p, sow):
+    if sow:
+      return loss_of(layer.apply(p, x, mask=mask, sow_weights=True, mutable=["intermediates"])[0])
+    return loss_of(layer.apply(p, x, mask=mask))
+
+  def loss_of(out):
+    return jnp.sum(jnp.where(valid[..., None], out, 0.0) ** 2)
+
+  for a, b in zip(jax.tree.leaves(jax.grad(loss)(params, False)), jax.tree.leaves(jax.grad(loss)(params, True))):
+    np.testing.assert_allclose(a, b, atol=1e-10)
+
+
 def test_dropout_and_bad_arguments():
   x = _inputs()
   layer = DoublyStochasticAttention(num_heads=2, mode="sinkhorn", dropout_rate=0.5)
@@ -128,6 +153,8 @@ def test_dropout_and_bad_arguments():
   assert not np.allclose(a, b)
   with pytest.raises(ValueError, match="mode"):
     DoublyStochasticAttention(num_heads=2, mode="sinkformer").init(jax.random.PRNGKey(0), x)
+  with pytest.raises(ValueError, match="num_iterations"):
+    DoublyStochasticAttention(num_heads=2, mode="sinkhorn", num_iterations=0).init(jax.random.PRNGKey(0), x)
   with pytest.raises(ValueError, match="num_directions"):
     DoublyStochasticAttention(num_heads=2, num_directions=0).init(jax.random.PRNGKey(0), x)
   with pytest.raises(ValueError, match="divisible"):

@@ -226,3 +226,45 @@ def test_float32_stays_finite_on_large_logits():
     assert attn.dtype == jnp.float32
     assert np.all(np.isfinite(attn))
     np.testing.assert_allclose(attn.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.usefixtures("x64")
+def test_transported_attention_is_the_weights_times_the_values():
+  """The fused output (row normalisation after the value product) equals the materialised matrix times V."""
+  q, k = _qk(seed=8, n=9, m=7)
+  value = jax.random.normal(jax.random.PRNGKey(9), (2, 7, 3, 5))
+  valid_q, valid_k = jnp.arange(9) < jnp.array([[9], [6]]), jnp.arange(7) < jnp.array([[4], [7]])
+  mask = (valid_q[:, :, None] & valid_k[:, None, :])[:, None]
+  logits = weights.attention_logits(q, k)
+  f = 3.0 * jax.random.normal(jax.random.PRNGKey(10), (2, 3, 9))
+  out = weights.transported_attention(logits, f, value, mask)
+  assert out.shape == (2, 9, 3, 5)
+  want = jnp.einsum("...hqk,...khd->...qhd", weights.transported_weights(logits, f, mask), value)
+  np.testing.assert_allclose(out, want, atol=1e-12)
+  assert np.all(np.isfinite(out))
+  # Sinkhorn K iterations = the transport of the potential after K - 1 of them.
+  f3 = weights.sinkhorn_potential(logits, mask, 2)
+  np.testing.assert_allclose(
+    weights.transported_weights(logits, f3, mask), weights.sinkhorn_weights(logits, mask, 3), atol=1e-12
+  )
+
+
+@pytest.mark.parametrize("f_scale", [0.0, 40.0])
+def test_transport_is_exact_in_float32_past_the_kernel_range(f_scale):
+  """Logit spreads of hundreds and predictions off by tens: float32 equals a float64 log-domain reference."""
+  q, k = _qk(seed=11, n=12, m=10, scale=12.0)
+  logits64 = weights.attention_logits(q, k)
+  f64 = f_scale * jax.random.normal(jax.random.PRNGKey(12), logits64.shape[:-1])
+  with jax.enable_x64(True):
+    s, f = jnp.asarray(logits64, jnp.float64), jnp.asarray(f64, jnp.float64)
+    g = -jax.nn.logsumexp(s + f[..., :, None] + jnp.log(1 / 12), axis=-2)
+    want = np.asarray(jax.nn.softmax(s + (g + jnp.log(1 / 10))[..., None, :], axis=-1))
+  assert float(jnp.max(logits64) - jnp.min(logits64)) > 300
+  got = weights.transported_weights(logits64.astype(jnp.float32), f64.astype(jnp.float32))
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+  grads = jax.grad(lambda s, f: jnp.sum(weights.transported_weights(s, f) ** 2), (0, 1))(
+    logits64.astype(jnp.float32), f64.astype(jnp.float32)
+  )
+  assert all(np.all(np.isfinite(g)) for g in grads)
