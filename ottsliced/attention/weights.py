@@ -173,11 +173,10 @@ def _sinkhorn_potential(masked: jax.Array, w: TokenWeights, f: jax.Array, num_it
 
 
 class _Transport(NamedTuple):
-  """The transported attention :math:`A_{ij}=K_{ij}v_j/r_i` in factors (see :func:`_transport`)."""
+  r"""The transported attention :math:`A_{ij}=K_{ij}v_j/\sum_kK_{ik}v_k` in factors (see :func:`_transport`)."""
 
-  kernel: jax.Array  # [..., n, m]
+  kernel: jax.Array  # K [..., n, m]
   column_scaling: jax.Array  # v [..., m]
-  row_sums: jax.Array  # r [..., n]
 
 
 def _transport(masked: jax.Array, w: TokenWeights, f: jax.Array) -> _Transport:
@@ -194,25 +193,28 @@ def _transport(masked: jax.Array, w: TokenWeights, f: jax.Array) -> _Transport:
   not depend on :math:`f_i`, and its share of any column sum stays below
   :math:`e^{-B}`, under float rounding), so the result equals the log domain's
   at any logit scale. The maxima are constants for autodiff (the result does
-  not depend on them).
+  not depend on them). Passes over ``[n, m]``: a column max, a row max, the
+  ``exp`` with the column sums; the row sums come with the value product.
   """
   b = jnp.where(jnp.any(w.b > 0, axis=-1, keepdims=True), w.b, 1.0)  # no valid key at all: every key
   z = masked + f[..., :, None]
-  col_max = jax.lax.stop_gradient(jnp.max(z, axis=-2, keepdims=True))
+  col_max = jax.lax.stop_gradient(jnp.max(z, axis=-2))
   reach = -0.3 * float(np.log(jnp.finfo(masked.dtype).tiny))
-  gap = jnp.where(b[..., None, :] > 0, z - col_max, _negative(z.dtype))
-  deficit = jax.lax.stop_gradient(jnp.max(gap, axis=-1, keepdims=True))
+  # max_j (z_ij - M_j) over valid keys, as z plus a per-key offset (no [n, m] temporary: 15 % faster on XLA:CPU).
+  offset = jnp.where(b > 0, -col_max, _negative(z.dtype))
+  deficit = jax.lax.stop_gradient(jnp.max(z + offset[..., None, :], axis=-1))
   # <= 0 on valid keys (max(deficit, -reach) at most); the cap only touches keys of weight 0.
-  kernel = jnp.exp(jnp.minimum(z - col_max - jnp.minimum(deficit + reach, 0.0), 0.0))
-  col = jnp.einsum("...i,...ij->...j", w.a, kernel)
-  v = b / jnp.where(b > 0, col, 1.0)
-  return _Transport(kernel, v, jnp.einsum("...ij,...j->...i", kernel, v))
+  exponent = z - col_max[..., None, :] - jnp.minimum(deficit + reach, 0.0)[..., :, None]
+  kernel = jnp.exp(jnp.minimum(exponent, 0.0))
+  col = jnp.sum(w.a[..., :, None] * kernel, axis=-2)
+  return _Transport(kernel, b / jnp.where(b > 0, col, 1.0))
 
 
 def _log_domain(masked: jax.Array, w: TokenWeights, f: jax.Array, num_iterations: int) -> jax.Array:
   """``num_iterations - 1`` Sinkhorn iterations from ``f``, a column transform, the row softmax."""
   tr = _transport(masked, w, _sinkhorn_potential(masked, w, f, num_iterations - 1))
-  return tr.kernel * (tr.column_scaling[..., None, :] / tr.row_sums[..., :, None])
+  scaled = tr.kernel * tr.column_scaling[..., None, :]
+  return scaled / jnp.sum(scaled, axis=-1, keepdims=True)
 
 
 # Kernel domain: one exp pass, then matrix-vector products.
@@ -432,10 +434,10 @@ def transported_attention(
   r"""The attention output :math:`\sum_jA_{ij}v_j` of :func:`transported_weights`, without forming ``A``.
 
   :math:`A_{ij}=K_{ij}v_j/r_i` (one ``exp`` pass, see :func:`transported_weights`),
-  so the output is :math:`(K(v\odot V))_i/r_i`: the row normalisation moves
-  after the value product, and the cost is a row softmax's plus one column
-  reduction. Equal to ``einsum("...hqk,...khd->...qhd", transported_weights(logits, f, mask), value)``
-  up to rounding.
+  so the output is :math:`(K(v\odot V))_i/r_i`, and :math:`r=Kv` comes from
+  the same product (``v`` appended to the values as one more column): the row
+  normalisation moves after the value product. Equal to
+  ``einsum("...hqk,...khd->...qhd", transported_weights(logits, f, mask), value)`` up to rounding.
 
   Args:
     logits: ``[batch..., heads, n, m]``.
@@ -448,9 +450,9 @@ def transported_attention(
   """
   w = token_weights(logits, mask)
   tr = _transport(_masked(logits, w.mask), w, jnp.where(w.a > 0, f, 0.0))
-  scaled = value * jnp.swapaxes(tr.column_scaling, -1, -2)[..., None]
-  out = jnp.einsum("...hqk,...khd->...qhd", tr.kernel, scaled)
-  return out / jnp.swapaxes(tr.row_sums, -1, -2)[..., None]
+  v = jnp.swapaxes(tr.column_scaling, -1, -2)[..., None]  # [..., m, heads, 1]
+  out = jnp.einsum("...hqk,...khd->...qhd", tr.kernel, jnp.concatenate([value * v, v], axis=-1))
+  return out[..., :-1] / out[..., -1:]  # the last column is the row sums
 
 
 @functools.partial(jax.jit, static_argnums=2)
