@@ -9,7 +9,10 @@ The projections are the same ``DenseGeneral`` layers under the same names
 (``query``, ``key``, ``value``, ``out``), so the parameter tree is flax's plus,
 in ``sliced`` mode, ``theta [heads, L, head_dim]`` (directions, fixed unless
 ``learn_directions``) and ``alpha [heads, L]`` (the head, trained with the
-network). The weights come from :mod:`ottsliced.attention.weights`.
+network). The weights come from :mod:`ottsliced.attention.weights`; in the
+doubly-stochastic modes the layer applies them to the values without forming
+the matrix (:func:`~ottsliced.attention.weights.transported_attention`) unless
+dropout or ``sow_weights`` needs it.
 
 Auxiliary objective: when the ``"losses"`` collection is mutable
 (``model.apply(..., mutable=["losses"])``), the sliced layer sows
@@ -65,8 +68,11 @@ class DoublyStochasticAttention(nn.Module):
     num_iterations: Sinkhorn iterations ``K`` (``sinkhorn`` mode).
     num_directions: ``L`` directions per head (``sliced`` mode).
     learn_directions: train ``theta`` with the network (default: fixed).
-    domain: ``"log"`` (exact, train with it) or ``"kernel"`` (2-3x faster on
-      CPU, equal up to logit spreads of about 25 in float32), see
+    domain: ``"log"`` (exact at any logit scale, train with it; without
+      dropout or sown weights the matrix is never formed:
+      :func:`ottsliced.attention.weights.transported_attention`) or
+      ``"kernel"`` (forms the matrix; Sinkhorn iterations 2-3x faster on CPU,
+      equal up to logit spreads of about 25 in float32), see
       :func:`ottsliced.attention.weights.sinkhorn_weights`.
     qkv_features: query/key/value width (default: the input's).
     out_features: output width (default: the input's).
