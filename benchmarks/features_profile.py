@@ -1,10 +1,10 @@
 """Where the time of the sliced features goes, stage by stage (shared-support fast path).
 
-Each stage is a jit-compiled prefix of the full kernel :func:`ottsliced.sliced.sliced_potentials_sorted`
+Each stage is a jit-compiled prefix of the full kernel :func:`ottsliced.sliced.potentials.sliced_potentials_sorted`
 on MNIST digit pairs (784 atoms, L = 100 directions), timed as a median of
 ``--repeats`` calls after a warm-up, side by side with one c-transform pass of the
 same batch; the time of a stage is the difference between consecutive prefixes. The
-prediction path's :func:`ottsliced.sliced.source_potentials_sorted` is timed last.
+prediction path's :func:`ottsliced.sliced.potentials.source_potentials_sorted` is timed last.
 
 Run: ``python benchmarks/features_profile.py --batch 128 [--json out.json]``
 """
@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 
 from ottsliced import data, sliced
-from ottsliced.experiments.timing import device_name, median_seconds
-from ottsliced.directions import directions
 from ottsliced.experiments.throughput import c_transform_pass
+from ottsliced.experiments.timing import device_name, median_seconds
+from ottsliced.sliced.directions import directions
 
 
 def _stages(px, py):

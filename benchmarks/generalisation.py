@@ -28,7 +28,7 @@ import ottsliced as ots
 from ottsliced import data, pretrained
 from ottsliced.data import color as color_data
 from ottsliced.experiments import evaluation, load_config, mnist
-from ottsliced.sliced_sinkhorn import DEFAULT_STEPS
+from ottsliced.solvers.sliced_sinkhorn import DEFAULT_STEPS
 
 THRESHOLDS = (1e-2, 1e-3)
 EPSILON = 1e-2

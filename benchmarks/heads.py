@@ -30,7 +30,7 @@ from _warm_starts import corrected_iterations, iterations_to, time_to_thresholds
 import ottsliced as ots
 from ottsliced.data import grid_points, image_pairs, pair_indices
 from ottsliced.experiments import load_config, mnist
-from ottsliced.regression import ground_truth
+from ottsliced.fitting.regression import ground_truth
 
 THRESHOLDS = (1e-2, 1e-3, 1e-4)
 

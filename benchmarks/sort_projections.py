@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ottsliced import sliced
-from ottsliced.directions import directions
 from ottsliced.experiments.timing import device_name
+from ottsliced.sliced.directions import directions
 
 
 def sort_with_argsort(x: jax.Array, theta: jax.Array) -> sliced.SortedProjections:

@@ -29,7 +29,7 @@ from ott.solvers.linear import sinkhorn
 import ottsliced as ots
 from ottsliced import baselines
 from ottsliced.data import sphere
-from ottsliced.regression import GroundTruth
+from ottsliced.fitting.regression import GroundTruth
 
 EPSILON = 1e-3
 THRESHOLDS = (1e-2, 1e-3, 1e-4)

@@ -1,13 +1,12 @@
 """Shared fixtures: small problems, float64 mode, a fitted digits model."""
 
-import functools
 import gc
 import os
 import warnings
 
 import jax
-import numpy as np
 import pytest
+from helpers import FLOW_SOURCE, FLOW_TARGET
 
 import ottsliced as ots
 from ottsliced import flow_matching as fm
@@ -62,19 +61,6 @@ def x64():
     yield
 
 
-def random_measure(rs: np.random.Generator, n: int, d: int, zero_frac: float = 0.0, keep_first: bool = False):
-  """Points ``[n, d]`` and normalised weights ``[n]`` with some zeros (``keep_first``: atom 0 always positive)."""
-  x = rs.normal(size=(n, d))
-  w = rs.uniform(0.1, 1.0, size=n)
-  if zero_frac:
-    w[rs.uniform(size=n) < zero_frac] = 0.0
-    if keep_first:
-      w[0] += 0.5
-    elif w.sum() == 0:
-      w[rs.integers(n)] = 1.0
-  return x, w / w.sum()
-
-
 @pytest.fixture(scope="session")
 def digits_train():
   return digit_pairs(50, epsilon=EPS, seed=0)
@@ -93,10 +79,6 @@ def ra_model(digits_train):
 @pytest.fixture(scope="session")
 def oa_model(digits_train):
   return ots.fit_oa(digits_train, steps=5000, progress=False)  # converged: its dual value beats RA-OT's (L = 32)
-
-
-FLOW_SOURCE = functools.partial(fm.sample_toy, "gaussian")
-FLOW_TARGET = functools.partial(fm.sample_toy, "8gaussians")
 
 
 @pytest.fixture(scope="session")

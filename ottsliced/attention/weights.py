@@ -312,7 +312,7 @@ def sliced_features(query: jax.Array, key: jax.Array, a: jax.Array, b: jax.Array
 
   Exact potentials (cost :math:`|s-t|^2`) of the uniform measures on the valid
   queries and keys projected on each direction
-  (:func:`ottsliced.sliced.uniform_source_potentials`).
+  (:func:`ottsliced.sliced.uniform.uniform_source_potentials`).
 
   Args:
     query: ``[batch..., n, heads, d]``.

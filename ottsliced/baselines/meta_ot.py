@@ -20,8 +20,8 @@ from ott.initializers.linear import initializers
 from ott.initializers.neural import meta_initializer
 from ott.problems.linear import linear_problem
 
-from ottsliced import _validation
-from ottsliced.problems import ProblemBatch, make_geometry
+from ottsliced._internal import validation
+from ottsliced.problems.batch import ProblemBatch, make_geometry
 
 __all__ = ["MetaMLP", "MetaOTInitializer", "MetaOTModel", "fit_meta_ot", "fit_meta_ot_pool"]
 
@@ -251,13 +251,13 @@ def fit_meta_ot_pool(
   Returns:
     A :class:`MetaOTModel`.
   """
-  (n, _), (m, _) = _validation.check_points("x", x), _validation.check_points("y", y)
+  (n, _), (m, _) = validation.check_points("x", x), validation.check_points("y", y)
   a_pool, b_pool = jnp.asarray(source_pool), jnp.asarray(target_pool)
   if a_pool.ndim != 2 or b_pool.ndim != 2 or a_pool.shape[1] != n or b_pool.shape[1] != m:
     raise ValueError(f"pool widths: need [N, {n}] and [N, {m}] pools, got {a_pool.shape} and {b_pool.shape}.")
-  _validation.check_weights("source_pool", a_pool, a_pool.shape)
-  _validation.check_weights("target_pool", b_pool, b_pool.shape)
-  _validation.check_epsilon(epsilon)
+  validation.check_weights("source_pool", a_pool, a_pool.shape)
+  validation.check_weights("target_pool", b_pool, b_pool.shape)
+  validation.check_epsilon(epsilon)
   _check_training_args(hidden, steps, batch_size, learning_rate)
   a_pool = a_pool / jnp.sum(a_pool, axis=1, keepdims=True)
   b_pool = b_pool / jnp.sum(b_pool, axis=1, keepdims=True)

@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from ott.geometry.costs import CostFn
 
-from ottsliced import _validation, sliced
-from ottsliced.problems import ProblemBatch
+from ottsliced import sliced
+from ottsliced._internal import validation
+from ottsliced.problems.batch import ProblemBatch
 
 __all__ = ["SWGGResult", "min_swgg_plan", "min_swgg_plans"]
 
@@ -244,8 +245,8 @@ def min_swgg_plan(
   Returns:
     :class:`SWGGResult` with ``plans [n, m]``, ``cost []``, ``direction [d]``.
   """
-  xs = _validation.check_points("x", x)
-  _validation.check_weights("a", a, xs[:1])
+  xs = validation.check_points("x", x)
+  validation.check_weights("a", a, xs[:1])
   batch = ProblemBatch(x, y, jnp.asarray(a)[None], jnp.asarray(b)[None], 1.0, cost_fn)
   out = min_swgg_plans(batch, num_directions=num_directions, rng=rng, directions=directions, pair_chunk=None)
   return SWGGResult(out.plans[0], out.cost[0], out.direction[0])

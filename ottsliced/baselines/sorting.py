@@ -4,8 +4,8 @@ from typing import Tuple
 
 import jax.numpy as jnp
 
-from ottsliced import _validation
-from ottsliced.problems import ProblemBatch
+from ottsliced._internal import validation
+from ottsliced.problems.batch import ProblemBatch
 
 __all__ = ["sorting_applicable"]
 
@@ -33,9 +33,9 @@ def sorting_applicable(batch: ProblemBatch) -> Tuple[bool, str]:
       "identity is the optimal assignment."
     )
   notes = ["square cost matrix; DualSort assumes the identity is the optimal assignment and ignores the weights"]
-  same = batch.shared_x and batch.shared_y and _validation.is_concrete(batch.x, batch.y)
+  same = batch.shared_x and batch.shared_y and validation.is_concrete(batch.x, batch.y)
   if same and bool(jnp.array_equal(batch.x, batch.y)):
     notes.append("on this shared support (x == y, C_ii = 0) it returns exactly zeros, i.e. the default initializer")
-  if _validation.is_concrete(batch.a, batch.b) and bool(jnp.any(batch.a == 0) | jnp.any(batch.b == 0)):
+  if validation.is_concrete(batch.a, batch.b) and bool(jnp.any(batch.a == 0) | jnp.any(batch.b == 0)):
     notes.append("zero-weight atoms (padding) are treated as real atoms by the assignment")
   return True, "; ".join(notes) + "."

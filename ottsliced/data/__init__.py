@@ -9,7 +9,7 @@
 - :mod:`~ottsliced.data.toys`: the 2-D toy distributions of flow matching;
 - :mod:`~ottsliced.data.pairs`: the seeded pair-drawing protocol they share.
 
-Nothing in the core (``ottsliced.sliced``, ``ottsliced.solve``, ...) imports
+Nothing in the core (``ottsliced.sliced``, ``ottsliced.solvers.amortized``, ...) imports
 this package.
 """
 

@@ -15,7 +15,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, U
 import numpy as np
 
 from ottsliced.data.pairs import pair_indices
-from ottsliced.problems import ProblemBatch
+from ottsliced.problems.batch import ProblemBatch
 
 __all__ = [
   "IMAGE_NAMES",

@@ -8,7 +8,7 @@ Images become probability vectors over the pixel centres of :func:`grid_points`
 * :func:`load_mnist_idx`: a local MNIST IDX image file (numpy only).
 * :func:`load_mnist_labelled`: the bundled MNIST as images with labels (classification).
 
-Pairs of images become :class:`~ottsliced.problems.ProblemBatch` objects:
+Pairs of images become :class:`~ottsliced.problems.batch.ProblemBatch` objects:
 
 * :func:`image_pairs`: pairs on one shared grid (:func:`digit_pairs`: the same
   for the digits, with its original pair draw).
@@ -31,7 +31,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ottsliced.data.pairs import pair_indices
-from ottsliced.problems import ProblemBatch
+from ottsliced.problems.batch import ProblemBatch
 
 __all__ = [
   "MultiresPairs",

@@ -12,7 +12,7 @@ stereographic projection). Everything else follows the method: 10,000 demand
 points (seed 0), 100 supply points (seed 1), per-instance weights from Meta
 OT's sampler, geodesic cost ``arccos(clip(<x, y>, -1 + delta, 1 - delta))``.
 
-Coordinates. A :class:`~ottsliced.problems.ProblemBatch` stores the points in
+Coordinates. A :class:`~ottsliced.problems.batch.ProblemBatch` stores the points in
 stereographic coordinates ``u = 2 x_{1:2} / (1 - x_3)`` (projection from the
 north pole, :func:`to_stereographic`) and carries the cost
 :class:`SphereGeodesic`, which maps plane points back to the sphere. So
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from ott.geometry import costs
 
-from ottsliced.problems import ProblemBatch
+from ottsliced.problems.batch import ProblemBatch
 
 __all__ = [
   "LAND_KAPPA_SCALE",
@@ -105,7 +105,7 @@ class SphereGeodesic(costs.CostFn):
   ``c(u, v) = arccos(clip(<x, y>, -1 + delta, 1 - delta))`` with
   ``x = from_stereographic(u)``, ``y = from_stereographic(v)``.
 
-  Why plane coordinates: the :class:`~ottsliced.problems.ProblemBatch` (and the
+  Why plane coordinates: the :class:`~ottsliced.problems.batch.ProblemBatch` (and the
   OTT ``PointCloud``) hold the stereographic coordinates ``u in R^2``, so
   ottsliced's sliced features, computed from the coordinates with the 1-D
   squared cost, live on the stereographic plane exactly as the method

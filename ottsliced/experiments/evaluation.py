@@ -37,16 +37,18 @@ from ott.problems.linear import linear_problem
 from tqdm.auto import tqdm
 
 from ottsliced import baselines
-from ottsliced.correction_fit import fit_correction_steps
 from ottsliced.experiments import figures, speed
 from ottsliced.experiments.speed import SpeedConfig
 from ottsliced.experiments.timing import device_name, median_seconds
-from ottsliced.initializer import SlicedInitializer
-from ottsliced.objective import fit_oa
-from ottsliced.problems import ProblemBatch
-from ottsliced.regression import GroundTruth, fit_ra, ground_truth
-from ottsliced.sliced_sinkhorn import DEFAULT_STEPS
-from ottsliced.solve import _c_transforms, amortized_solve_batch, final_errors, num_iterations, solve_batch
+from ottsliced.fitting.corrections import fit_correction_steps
+from ottsliced.fitting.objective import fit_oa
+from ottsliced.fitting.regression import GroundTruth, fit_ra, ground_truth
+from ottsliced.initializers.sliced_initializer import SlicedInitializer
+from ottsliced.problems.batch import ProblemBatch
+from ottsliced.solvers.amortized import _c_transforms, amortized_solve_batch
+from ottsliced.solvers.batch import solve_batch
+from ottsliced.solvers.iterations import final_errors, num_iterations
+from ottsliced.solvers.sliced_sinkhorn import DEFAULT_STEPS
 
 __all__ = [
   "BaselinesConfig",

@@ -16,7 +16,7 @@ import numpy as np
 from ottsliced import data
 from ottsliced.experiments import evaluation, figures
 from ottsliced.experiments.evaluation import BaselinesConfig, EvalConfig, ModelConfig, PairPool
-from ottsliced.problems import ProblemBatch
+from ottsliced.problems.batch import ProblemBatch
 
 __all__ = ["Config", "DataConfig", "FigureConfig", "format_table", "load_images", "make_pairs", "run"]
 

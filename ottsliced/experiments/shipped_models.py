@@ -15,13 +15,13 @@ import argparse
 import os
 from typing import Dict, Sequence
 
-from ottsliced.correction_fit import fit_correction_steps
 from ottsliced.data import color as color_data
 from ottsliced.experiments import color, evaluation, load_config, mnist
-from ottsliced.initializer import SlicedInitializer
-from ottsliced.problems import ProblemBatch
-from ottsliced.regression import ground_truth
-from ottsliced.sliced_sinkhorn import SlicedSinkhorn
+from ottsliced.fitting.corrections import fit_correction_steps
+from ottsliced.fitting.regression import ground_truth
+from ottsliced.initializers.sliced_initializer import SlicedInitializer
+from ottsliced.problems.batch import ProblemBatch
+from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
 
 __all__ = ["CORRECTION_HEADS", "SHIPPED_TASKS", "fit_correction_head", "fit_shipped", "main", "training_pairs"]
 

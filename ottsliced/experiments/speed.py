@@ -31,11 +31,11 @@ import numpy as np
 from ott.solvers.linear import acceleration
 from tqdm.auto import tqdm
 
-from ottsliced.directions import directions
-from ottsliced.initializer import SlicedInitializer
-from ottsliced.problems import ProblemBatch
-from ottsliced.sliced_sinkhorn import DEFAULT_STEPS, SlicedSinkhorn
-from ottsliced.solve import solve_batch
+from ottsliced.initializers.sliced_initializer import SlicedInitializer
+from ottsliced.problems.batch import ProblemBatch
+from ottsliced.sliced.directions import directions
+from ottsliced.solvers.batch import solve_batch
+from ottsliced.solvers.sliced_sinkhorn import DEFAULT_STEPS, SlicedSinkhorn
 
 __all__ = [
   "FITTED_NAMES",
@@ -73,7 +73,7 @@ class SpeedConfig:
       the same solves), not timed, e.g. ``[1e-4]``.
     fitted_corrections: ``K`` > 0 also runs the accelerated starts with ``K``
       corrections whose per-direction coefficients are fitted on the training
-      pairs (:func:`ottsliced.correction_fit.fit_correction_steps`), with and
+      pairs (:func:`ottsliced.fitting.corrections.fit_correction_steps`), with and
       without Anderson; 0 skips them.
     fitted_methods: how those coefficients are fitted, one row pair each:
       ``"regression"`` (of the potential error left) and/or ``"sweeps"``

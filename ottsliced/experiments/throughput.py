@@ -5,10 +5,10 @@ size ``B`` the task times, on MNIST digit pairs at ``epsilon``:
 
 - **c-transform** (the floor): one log-sum-exp pass :math:`g=\\mathcal T_b f`
   over the ``[n, n]`` cost of every pair, run over the pairs as the solvers
-  run them (:func:`ottsliced.batching.over_pairs`);
+  run them (:func:`ottsliced.problems.batching.over_pairs`);
 - **features + prediction**: :math:`\\hat f=\\Phi\\alpha` from the model
   bound to the grid (:meth:`SlicedInitializer.bind`: projections sorted once,
-  outside the timing; :func:`ottsliced.sliced.combined_source_potentials`);
+  outside the timing; :func:`ottsliced.sliced.potentials.combined_source_potentials`);
 - **plan**: the prediction and two c-transforms, the amortized plan's minimum;
 - **amortized_solve_batch**: the public API call, which adds the
   marginal-error check (two passes) and the cost;
@@ -36,12 +36,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ottsliced import batching, data
+from ottsliced import data
 from ottsliced.experiments.timing import device_name, median_seconds
-from ottsliced.problems import ProblemBatch
-from ottsliced.regression import fit_ra
-from ottsliced.sliced_sinkhorn import SlicedSinkhorn
-from ottsliced.solve import amortized_solve_batch, num_iterations, solve_batch
+from ottsliced.fitting.regression import fit_ra
+from ottsliced.problems import batching
+from ottsliced.problems.batch import ProblemBatch
+from ottsliced.solvers.amortized import amortized_solve_batch
+from ottsliced.solvers.batch import solve_batch
+from ottsliced.solvers.iterations import num_iterations
+from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
 
 __all__ = ["BenchConfig", "Config", "DataConfig", "ModelConfig", "c_transform_pass", "format_table", "run"]
 
@@ -112,7 +115,7 @@ def _images(source: str) -> np.ndarray:
 def c_transform_pass(batch: ProblemBatch, f: jax.Array) -> jax.Array:
   """One pass ``g = T_b f = eps log b - eps LSE_i((f_i - C_ij) / eps)`` per pair ``[B, m]``: the floor.
 
-  Runs over the pairs like the solvers do (:func:`ottsliced.batching.over_pairs`:
+  Runs over the pairs like the solvers do (:func:`ottsliced.problems.batching.over_pairs`:
   one pair after another on the CPU, vmapped on accelerators). Pass ``f [B, n]``
   as an argument (not a constant built inside a jit): with a shared support and
   a constant ``f``, XLA would compute the pass once for the whole batch.

@@ -40,14 +40,14 @@ from ott.geometry import pointcloud
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
-from ottsliced.directions import directions
-from ottsliced.initializer import SlicedInitializer
-from ottsliced.objective import fit_oa
-from ottsliced.problems import ProblemBatch
-from ottsliced.regression import fit_ra
-from ottsliced.sliced_sinkhorn import DEFAULT_STEPS, SlicedSinkhorn
-from ottsliced.solve import sinkhorn_sweeps
-from ottsliced.step_selection import StepSelection, select_steps
+from ottsliced.fitting.objective import fit_oa
+from ottsliced.fitting.regression import fit_ra
+from ottsliced.initializers.sliced_initializer import SlicedInitializer
+from ottsliced.problems.batch import ProblemBatch
+from ottsliced.sliced.directions import directions
+from ottsliced.solvers.iterations import sinkhorn_sweeps
+from ottsliced.solvers.sliced_sinkhorn import DEFAULT_STEPS, SlicedSinkhorn
+from ottsliced.solvers.step_selection import StepSelection, select_steps
 
 __all__ = [
   "COUPLINGS",
@@ -341,7 +341,7 @@ def select_sliced_steps(
 ) -> StepSelection:
   """The ``"sliced"`` coupling's steps for a task: the fastest candidate on sample batches.
 
-  :func:`ottsliced.step_selection.select_steps` on the uniform-weight
+  :func:`ottsliced.solvers.step_selection.select_steps` on the uniform-weight
   problems ``(x0s[k], x1s[k])`` with the coupling's own solver (same
   directions, threshold and cap). Pass the choice on to :func:`couple` as
   ``sliced_steps=selection.candidates[selection.best]["steps"]``.
@@ -357,7 +357,7 @@ def select_sliced_steps(
     repeats: timed calls per candidate and batch.
 
   Returns:
-    A :class:`~ottsliced.step_selection.StepSelection` whose candidates are
+    A :class:`~ottsliced.solvers.step_selection.StepSelection` whose candidates are
     ``{"steps": ...}`` dictionaries.
   """
   if len(x0s) != len(x1s) or not len(x0s):

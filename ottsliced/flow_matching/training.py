@@ -10,8 +10,8 @@ import numpy as np
 import optax
 
 from ottsliced.flow_matching.couplings import COUPLINGS, SAMPLE_MODES, Coupling, SampleMode, _couple, _steps_tuple
-from ottsliced.initializer import SlicedInitializer
-from ottsliced.sliced_sinkhorn import DEFAULT_STEPS
+from ottsliced.initializers.sliced_initializer import SlicedInitializer
+from ottsliced.solvers.sliced_sinkhorn import DEFAULT_STEPS
 
 __all__ = ["TrainResult", "VelocityMLP", "cfm_loss", "make_train_step", "train_flow"]
 

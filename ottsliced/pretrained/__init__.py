@@ -30,7 +30,7 @@ Example::
 from importlib import resources
 from typing import Any, Dict, List
 
-from ottsliced.initializer import SlicedInitializer
+from ottsliced.initializers.sliced_initializer import SlicedInitializer
 
 __all__ = ["available", "load_pretrained"]
 

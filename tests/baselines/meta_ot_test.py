@@ -9,8 +9,8 @@ from ott.solvers.linear import sinkhorn
 import ottsliced as ots
 from ottsliced.baselines import meta_ot
 from ottsliced.data import digit_pairs, grid_points, load_digits
-from ottsliced.problems import ProblemBatch
-from ottsliced.solve import num_iterations
+from ottsliced.problems.batch import ProblemBatch
+from ottsliced.solvers.iterations import num_iterations
 
 EPS = 1e-2
 

@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import ot
 import pytest
-from conftest import random_measure
+from helpers import random_measure
 from ott.geometry import costs
 
 from ottsliced.baselines import min_swgg
 from ottsliced.data import digit_pairs
-from ottsliced.problems import ProblemBatch
+from ottsliced.problems.batch import ProblemBatch
 
 EPS = 1e-2
 

@@ -1,11 +1,11 @@
 """When OTT's SortingInitializer applies."""
 
 import numpy as np
-from conftest import random_measure
+from helpers import random_measure
 
 from ottsliced.baselines import sorting
 from ottsliced.data import digit_pairs
-from ottsliced.problems import ProblemBatch
+from ottsliced.problems.batch import ProblemBatch
 
 EPS = 1e-2
 

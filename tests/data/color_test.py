@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ottsliced.data import color
-from ottsliced.problems import ProblemBatch
+from ottsliced.problems.batch import ProblemBatch
 
 K = 24  # small palettes keep k-means fast
 

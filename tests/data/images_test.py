@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ottsliced import data
-from ottsliced.problems import ProblemBatch
+from ottsliced.problems.batch import ProblemBatch
 
 
 def _assert_measures(w: np.ndarray) -> None:

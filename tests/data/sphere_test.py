@@ -10,7 +10,7 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
 from ottsliced.data import sphere
-from ottsliced.problems import ProblemBatch
+from ottsliced.problems.batch import ProblemBatch
 
 
 def _unit(rs, n):

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FLOW_SOURCE, FLOW_TARGET
+from helpers import FLOW_SOURCE, FLOW_TARGET
 
 import ottsliced as ots
 from ottsliced import flow_matching as fm

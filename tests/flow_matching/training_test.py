@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import FLOW_SOURCE, FLOW_TARGET
+from helpers import FLOW_SOURCE, FLOW_TARGET
 
 from ottsliced import flow_matching as fm
 

@@ -1,0 +1,22 @@
+"""Solvers: Sinkhorn with sliced corrections, amortized solves (no or few iterations), batched solves."""
+
+from ottsliced.solvers.amortized import AmortizedInfo, amortized_solve, amortized_solve_batch
+from ottsliced.solvers.batch import solve_batch
+from ottsliced.solvers.iterations import final_errors, marginal_errors, num_iterations, sinkhorn_sweeps
+from ottsliced.solvers.sliced_sinkhorn import DEFAULT_STEPS, SlicedSinkhorn
+from ottsliced.solvers.step_selection import StepSelection, select_steps
+
+__all__ = [
+  "DEFAULT_STEPS",
+  "AmortizedInfo",
+  "SlicedSinkhorn",
+  "StepSelection",
+  "amortized_solve",
+  "amortized_solve_batch",
+  "final_errors",
+  "marginal_errors",
+  "num_iterations",
+  "select_steps",
+  "sinkhorn_sweeps",
+  "solve_batch",
+]

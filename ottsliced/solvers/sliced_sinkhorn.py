@@ -1,0 +1,548 @@
+r"""Sinkhorn with sliced corrections: 1-D OT potentials as a cheap Newton step on the slow modes.
+
+A Sinkhorn sweep fixes the marginal error *locally* (the kernel spreads
+information over about :math:`\sqrt\varepsilon` per sweep); errors that are
+smooth at the scale of the whole support, mass that has to travel far, are its
+slowest modes. After a sweep, rows are exact and the column marginal
+:math:`c=P^\top\mathbf 1` differs from :math:`b`. The exact 1-D OT potentials
+between :math:`c` and :math:`b` on ``L`` directions (the kernel of the features,
+on the same sorted support) see exactly that large-scale displacement: their
+combination :math:`\psi=\sum_\ell\beta_\ell\psi_\ell` added to :math:`g`, then
+:math:`f=\mathcal T_a g`, is an approximate Newton step
+(``../shared/reference/sliced-corrections.md``).
+
+:class:`SlicedSinkhorn` runs OTT's log-domain iterations (:math:`g\leftarrow
+\mathcal T_b f`, then :math:`f\leftarrow\mathcal T_a g`) and replaces the
+updates of the first ``K`` iterations after the first by corrected ones:
+
+1. :math:`c=b\,e^{(g-\mathcal T_b f)/\varepsilon}`: the column marginal comes
+   for free from the update that the iteration computes anyway;
+2. :math:`\psi` from :func:`ottsliced.sliced.potentials.combined_source_potentials` on the
+   target's sorted projections (the swapped problem :math:`b\to c`: one pass
+   over ``[L, m]`` arrays, no ``[m, L]`` features);
+3. candidates :math:`g_s=\mathcal T_b f+s\,\psi` for the multipliers ``s`` of
+   ``line_search``, :math:`f_s=\mathcal T_a g_s`; the candidate of highest
+   dual objective :math:`\langle a,f_s\rangle+\langle b,g_s\rangle` wins. With
+   the default ``(0, 1)`` the plain Sinkhorn update (``s = 0``) is a candidate,
+   so a correction that would lower the dual is rejected: the solver never
+   ascends more slowly than Sinkhorn at a correction.
+
+After the corrections, Anderson acceleration (memory 2 by default, OTT's
+normalised ridge mixing) extrapolates the map :math:`g\mapsto\mathcal T_b
+\mathcal T_a g` from its last iterates: corrections remove the slow
+large-scale modes early, Anderson speeds up the tail (tight tolerances).
+
+Every iteration reads its marginal error from the next update's log-sum-exp
+(:math:`\|c-b\|_1` above), so an iteration costs two kernel passes where OTT's
+``Sinkhorn(inner_iterations=1)`` costs three; with no corrections and no
+Anderson (``steps=()``, ``anderson_memory=0``) the solver runs OTT's
+iterations, stops at the same iteration on OTT's rule (column L1 error below
+``threshold``) and returns the same potentials, up to float rounding (tested
+in float64).
+
+Where Sinkhorn needs only a few iterations the corrections cannot pay (each
+costs one to two iterations' time): :func:`ottsliced.select_steps` times a
+task's candidate schedules, none included, on sample problems.
+
+The dual guard does not bound the iteration count: on small random clouds at
+small epsilon, where Sinkhorn crosses metastable plateaus, a correction that
+raised the dual can still lengthen the tail (5 of 40 clouds in
+``benchmarks/corrections_random_clouds.py``). ``safeguard=True`` races plain
+Sinkhorn's iterations in lockstep and stops at the first iteration where either
+chain converges: never more iterations than plain Sinkhorn (a hypothesis test),
+for two more kernel passes per iteration.
+
+Cost of one correction: the sliced potentials (about one kernel pass at
+``L = 16`` on 784 atoms) and one more :math:`\mathcal T_a` per extra
+line-search candidate.
+"""
+
+import functools
+from typing import Any, NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn
+
+from ottsliced import sliced
+from ottsliced._internal import validation
+from ottsliced.initializers.sliced_initializer import SlicedInitializer
+from ottsliced.sliced.support import BoundSupport, bind_supports, bound_projections
+
+__all__ = ["DEFAULT_STEPS", "CorrectionState", "SlicedSinkhorn", "column_marginal", "correction_features"]
+
+DEFAULT_STEPS = (2.0, 1.0)
+
+
+def column_marginal(b: jax.Array, g: jax.Array, g_next: jax.Array, epsilon: Any) -> jax.Array:
+  r"""Column marginal :math:`P^\top\mathbf 1` ``[m]`` of :math:`(f, g)` from :math:`g_{next}=\mathcal T_b f`.
+
+  :math:`\mathcal T_b f=g+\varepsilon\log b-\varepsilon\log(P^\top\mathbf 1)`,
+  so the marginal costs no kernel pass. Zero at zero-weight atoms.
+  """
+  ok = b > 0
+  delta = jnp.where(ok, g - g_next, 0.0)
+  return jnp.where(ok, b * jnp.exp(delta / epsilon), 0.0)
+
+
+def correction_features(py: sliced.SortedProjections, b: jax.Array, c: jax.Array) -> jax.Array:
+  r"""The ``L`` target-side 1-D OT potentials of :math:`c\to b`, ``[m, L]`` (for fitting steps).
+
+  The source potentials of the swapped problem :math:`b\to c` on the target's
+  sorted projections, ``b``-weighted mean zero per direction; finite values at
+  zero-weight atoms (masked by the solver).
+  """
+  return sliced.source_potentials_sorted(py, py, b, c)
+
+
+def _coefficients(name: str, steps: Any, theta: jax.Array, per_correction: bool) -> jax.Array:
+  """Step sizes (the mean over the ``L`` directions, scaled) or per-direction coefficients, as coefficients.
+
+  ``per_correction``: ``[K]`` or ``[K, L]`` -> ``[K, L]``; else a scalar or ``[L]`` -> ``[L]``.
+  """
+  coef = steps if isinstance(steps, jax.Array) else jnp.asarray(steps, dtype=theta.dtype)
+  num = theta.shape[0]
+  sizes_ndim = 1 if per_correction else 0
+  if coef.ndim == sizes_ndim:
+    coef = coef[..., None] * jnp.full((num,), 1.0 / num, coef.dtype)
+  if coef.ndim != sizes_ndim + 1 or coef.shape[-1] != num:
+    want = "[K] step sizes or [K, L={}]" if per_correction else "a step size or [L={}]"
+    raise ValueError(f"`{name}` must be {want.format(num)} coefficients, got shape {coef.shape}.")
+  return coef
+
+
+def _dual(a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array) -> jax.Array:
+  """``<a, f> + <b, g>`` over positive weights (rows exact: the mass term is constant)."""
+  return jnp.sum(jnp.where(a > 0, a * f, 0.0)) + jnp.sum(jnp.where(b > 0, b * g, 0.0))
+
+
+class CorrectionState(NamedTuple):
+  r"""The input of a correction.
+
+  Attributes:
+    g: ``[m]`` the plain update :math:`\mathcal T_b f` that the correction adds to.
+    column_marginal: ``[m]`` :math:`c=P^\top\mathbf 1` of the state before that update.
+    target_projections: the target's sorted projections (``values [L, m]``).
+  """
+
+  g: jax.Array
+  column_marginal: jax.Array
+  target_projections: sliced.SortedProjections
+
+
+@jax.tree_util.register_pytree_node_class
+class SlicedSinkhorn:
+  r"""Log-domain Sinkhorn with sliced corrections, a drop-in for OTT's ``Sinkhorn`` on ``PointCloud`` problems.
+
+  ``solver(prob)`` returns OTT's ``SinkhornOutput`` (potentials, error trace
+  with ``-1`` after the stop, ``converged``, costs, ``matrix``). Training-free
+  with the default ``steps``; amortized with fitted per-direction coefficients
+  (``steps [K, L]``); from zeros or from any OTT initializer, a
+  :class:`~ottsliced.SlicedInitializer` sharing the solver's directions and
+  bound supports (:meth:`from_initializer`) included.
+
+  The solver is a pytree (``theta``, the coefficients, ``threshold``, the
+  initializer and the bound support are leaves): pass it to ``jax.jit`` as an
+  argument and new coefficients or thresholds reuse the compiled solve.
+
+  Args:
+    theta: directions ``[L, d]`` (e.g. :func:`ottsliced.sliced.directions`, ``L`` = 16-32).
+    steps: the corrections, applied at iterations ``2 .. K + 1``: ``K`` step
+      sizes (each correction adds ``s`` times the mean over directions of the
+      1-D potentials), or ``[K, L]`` per-direction coefficients. Empty: no
+      correction (with ``anderson_memory=0``: OTT's iterations, the error read
+      for free).
+    initializer: ``None`` (zeros), any OTT initializer, or a
+      :class:`SlicedInitializer` (its prediction reuses the solver's sorted
+      projections when the two share ``theta``).
+    line_search: multipliers of each correction tried side by side, the one of
+      highest dual objective kept (static). ``(0.0, 1.0)``: guarded (the plain
+      update is a candidate); ``(1.0,)``: unguarded, one pass cheaper.
+    every: also correct every ``every`` iterations after the first ``K``
+      (static; 0: never). Keep the guard with it: unguarded periodic
+      corrections can oscillate. Under ``jax.vmap`` both branches of the
+      periodic choice run every iteration.
+    every_step: the periodic correction's step size, or ``[L]`` coefficients.
+    anderson_memory: Anderson acceleration of the iterations after the
+      corrections, on ``g`` (static; 0: plain Sinkhorn iterations).
+    anderson_ridge: its ridge (OTT's default).
+    threshold: stop when the column L1 marginal error is below it (traced).
+    max_iterations: iteration cap (static).
+    min_iterations: no stop before it (static).
+    support: bound target supports (:meth:`bind`).
+    safeguard: also run plain Sinkhorn's iterations in lockstep and stop at
+      the first iteration where either chain meets the threshold, returning
+      the corrected one unless only plain Sinkhorn converged (static). The
+      count is then never above plain Sinkhorn's (tested on random clouds,
+      where the unguarded count is above it on 5 of 40:
+      ``benchmarks/corrections_random_clouds.py``); each iteration costs two
+      more kernel passes.
+    stop_after_rejection: once the line search rejects a correction (the
+      plain update had the higher dual), run plain (or Anderson) iterations
+      in the remaining correction slots and skip periodic corrections
+      (static; needs the multiplier 0 in ``line_search``). A rejected
+      correction says that this problem's slow modes are not sliced ones
+      (2-D flow batches at epsilon = 2); on MNIST it costs 0.1-0.3
+      iterations (``benchmarks/flow_corrections.py``, docs/results.md).
+      :func:`ottsliced.select_steps` times it against the other schedules.
+  """
+
+  def __init__(
+    self,
+    theta: jax.Array,
+    steps: Any = DEFAULT_STEPS,
+    *,
+    initializer: Any = None,
+    line_search: Sequence[float] = (0.0, 1.0),
+    every: int = 0,
+    every_step: Any = 1.0,
+    anderson_memory: int = 2,
+    anderson_ridge: float = 1e-2,
+    threshold: Any = 1e-3,
+    max_iterations: int = 2000,
+    min_iterations: int = 0,
+    support: Optional[BoundSupport] = None,
+    safeguard: bool = False,
+    stop_after_rejection: bool = False,
+  ):
+    if validation.is_concrete(theta) and np.ndim(theta) != 2:
+      raise ValueError(f"`theta` must be [L, d], got shape {np.shape(theta)}.")
+    coef = _coefficients("steps", steps, theta, per_correction=True)
+    if int(every) < 0:
+      raise ValueError(f"`every` must be >= 0 (0: no periodic corrections), got {every}.")
+    every_coef = _coefficients("every_step", every_step, theta, per_correction=False)
+    line_search = tuple(float(s) for s in line_search)
+    if not line_search:
+      raise ValueError("`line_search` needs at least one multiplier, e.g. (0.0, 1.0).")
+    if int(max_iterations) < 1 or not 0 <= int(min_iterations) <= int(max_iterations):
+      raise ValueError(
+        f"need max_iterations >= 1 and 0 <= min_iterations <= max_iterations, got {max_iterations}, {min_iterations}."
+      )
+    self.theta, self.coef, self.initializer = theta, coef, initializer
+    self.every, self.every_coef = int(every), every_coef
+    if int(anderson_memory) < 0 or not anderson_ridge > 0:
+      raise ValueError(f"need anderson_memory >= 0 and anderson_ridge > 0, got {anderson_memory}, {anderson_ridge}.")
+    self.anderson_memory, self.anderson_ridge = int(anderson_memory), float(anderson_ridge)
+    self.line_search = line_search
+    self.threshold = threshold
+    self.max_iterations, self.min_iterations = int(max_iterations), int(min_iterations)
+    self.support = support
+    self.safeguard = bool(safeguard)
+    self.stop_after_rejection = bool(stop_after_rejection)
+    # Static: the initializer predicts from the solver's own sorted projections (checked once, here).
+    self.shares_projections = isinstance(initializer, SlicedInitializer) and initializer.theta is theta
+
+  # ---------------------------------------------------------------- construction
+  @classmethod
+  def from_initializer(cls, model: SlicedInitializer, steps: Any = None, **kwargs: Any) -> "SlicedSinkhorn":
+    """Warm-started by ``model``, correcting on its directions and its bound target supports (no second sort).
+
+    ``steps``: ``None`` takes the model's fitted ``corrections`` (``[K, L]``)
+    when it has them, else :data:`DEFAULT_STEPS`; anything else as in the
+    constructor (``()``: no correction).
+    """
+    if steps is None:
+      steps = DEFAULT_STEPS if getattr(model, "corrections", None) is None else model.corrections
+    sup = model.support
+    support = None if sup is None or sup.y is None else BoundSupport(None, sup.y, None, sup.py)
+    return cls(model.theta, steps, initializer=model, support=support, **kwargs)
+
+  def replace(self, **kwargs: Any) -> "SlicedSinkhorn":
+    """A copy with some fields replaced (``steps=`` takes step sizes or coefficients)."""
+    fields = {
+      "steps": self.coef,
+      "initializer": self.initializer,
+      "line_search": self.line_search,
+      "every": self.every,
+      "every_step": self.every_coef,
+      "anderson_memory": self.anderson_memory,
+      "anderson_ridge": self.anderson_ridge,
+      "threshold": self.threshold,
+      "max_iterations": self.max_iterations,
+      "min_iterations": self.min_iterations,
+      "support": self.support,
+      "safeguard": self.safeguard,
+      "stop_after_rejection": self.stop_after_rejection,
+    }
+    keep_sharing = "theta" not in kwargs and "initializer" not in kwargs and self.shares_projections
+    theta = kwargs.pop("theta", self.theta)
+    fields.update(kwargs)
+    if keep_sharing:  # under jit theta and the initializer's theta are distinct leaves: re-tie them
+      theta = self.initializer.theta
+    return SlicedSinkhorn(theta, **fields)
+
+  def bind(self, y: jax.Array) -> "SlicedSinkhorn":
+    """A copy bound to the target support ``y [m, d]`` (or a bank ``[K, m, d]``): sorted once, here."""
+    by, py = bind_supports(self.theta, y, "y")
+    return self.replace(support=BoundSupport(None, by, None, py))
+
+  @property
+  def num_corrections(self) -> int:
+    """``K``, the number of corrected iterations."""
+    return self.coef.shape[0]
+
+  # ---------------------------------------------------------------- solve
+  def _target_projections(self, x: jax.Array, y: jax.Array):
+    if self.shares_projections:
+      return self.initializer.projections(x, y)
+    sup = self.support or BoundSupport(None, None, None, None)
+    return None, bound_projections(self.theta, "y", y, sup.y, sup.py)
+
+  def _start(self, prob: linear_problem.LinearProblem, px: Any, py: sliced.SortedProjections):
+    a, b = prob.a, prob.b
+    ini = self.initializer
+    if ini is None:
+      f, g = jnp.zeros_like(a), jnp.zeros_like(b)
+    elif isinstance(ini, SlicedInitializer) and px is not None:
+      f, g, _ = ini.predict_from_projections(px, py, a, b, prob.geom.epsilon, prob.geom.x)
+      g = jnp.zeros_like(b) if g is None else g
+    else:
+      f, g = ini(prob, lse_mode=True)
+    return jnp.where(a > 0, f, -jnp.inf), jnp.where(b > 0, g, -jnp.inf)
+
+  def _prepare(self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]]):
+    """Check ``prob``; return its geometry, weights, the target's sorted projections and the start ``(f, g)``."""
+    geom, a, b = prob.geom, prob.a, prob.b
+    x, y = getattr(geom, "x", None), getattr(geom, "y", None)
+    if x is None or y is None:
+      raise ValueError(f"SlicedSinkhorn needs a PointCloud geometry (point coordinates), got {type(geom).__name__}.")
+    if not prob.is_balanced:
+      raise ValueError("SlicedSinkhorn solves balanced problems (tau_a = tau_b = 1).")
+    if y.shape[-1] != self.theta.shape[1]:
+      raise ValueError(f"the problem's points have dimension {y.shape[-1]} but theta has d={self.theta.shape[1]}.")
+    px, py = self._target_projections(x, y)
+    if init is None:
+      f, g = self._start(prob, px, py)
+    else:
+      f, g = (jnp.where(a > 0, init[0], -jnp.inf), jnp.where(b > 0, init[1], -jnp.inf))
+    return geom, a, b, py, f, g
+
+  def __call__(self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]] = None):
+    """Solve ``prob`` (balanced, ``PointCloud`` geometry); ``init=(f, g)`` bypasses the initializer.
+
+    Returns:
+      OTT's ``SinkhornOutput``; ``errors[k]`` is the column L1 error after
+      iteration ``k + 1`` (``-1`` after the stop), as OTT's with ``inner_iterations=1``.
+    """
+    geom, a, b, py, f, g = self._prepare(prob, init)
+    coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
+    f, g, trace = _solve(geom, a, b, f, g, py, coefs, self.threshold, self._static())
+    last = jnp.maximum(jnp.sum(trace != -1) - 1, 0)
+    err = trace[last]
+    threshold = jnp.asarray(self.threshold, dtype=trace.dtype)
+    out = sinkhorn.SinkhornOutput(
+      (f, g), errors=trace, threshold=threshold, converged=jnp.isfinite(err) & (err < threshold), inner_iterations=1
+    )
+    return out.set_cost(prob, lse_mode=True, use_danskin=True).set(ot_prob=prob)
+
+  def correction_state(self, prob: linear_problem.LinearProblem) -> CorrectionState:
+    """Where a ``(K + 1)``-th correction would start: after iteration 1 and this solver's ``K`` corrections.
+
+    The same iterations as :meth:`__call__` (the line search included), with
+    no stop on the error: the state a fitter of the next correction's
+    coefficients regresses from (:func:`ottsliced.fitting.corrections.fit_correction_steps`).
+    """
+    geom, a, b, py, f, g = self._prepare(prob, None)
+    coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
+    static = self._static(
+      max_iterations=1 + self.num_corrections, min_iterations=0, every=0, anderson_memory=0, safeguard=False
+    )
+    f, g, _ = _solve(geom, a, b, f, g, py, coefs, 0.0, static)
+    g_next = geom.update_potential(f, g, jnp.log(b), axis=0)
+    return CorrectionState(g_next, column_marginal(b, g, g_next, geom.epsilon), py)
+
+  def fixed_iterations_errors(self, prob: linear_problem.LinearProblem, num_iterations: int) -> jax.Array:
+    """The error trace ``[num_iterations]`` of exactly ``num_iterations`` iterations, differentiable.
+
+    The same iterations as :meth:`__call__` (corrections, line search,
+    Anderson) with no stop on the error and a ``lax.scan`` instead of a
+    ``while_loop``, so reverse-mode gradients reach the coefficients
+    (:func:`ottsliced.fitting.corrections.fit_correction_steps` with ``method="sweeps"``).
+    """
+    num_iterations = int(num_iterations)
+    if num_iterations < 1 + self.num_corrections:
+      raise ValueError(f"`num_iterations` must be >= 1 + K = {1 + self.num_corrections}, got {num_iterations}.")
+    geom, a, b, py, f, g = self._prepare(prob, None)
+    coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
+    static = self._static(max_iterations=num_iterations, min_iterations=0, safeguard=False)
+    _, _, trace = _solve(geom, a, b, f, g, py, coefs, 0.0, static, fixed=True)
+    return trace
+
+  _STATIC_FIELDS = (
+    "line_search",
+    "max_iterations",
+    "min_iterations",
+    "every",
+    "anderson_memory",
+    "anderson_ridge",
+    "safeguard",
+    "stop_after_rejection",
+  )
+
+  def _static(self, **overrides: Any) -> Tuple[Any, ...]:
+    """The loop's static settings (``_solve``'s ``static``), with ``overrides`` by field name."""
+    unknown = set(overrides) - set(self._STATIC_FIELDS)
+    if unknown:
+      raise TypeError(f"unknown static settings {sorted(unknown)}")
+    return tuple(overrides.get(name, getattr(self, name)) for name in self._STATIC_FIELDS)
+
+  def _aux(self) -> Tuple[Any, ...]:
+    return (*self._static(), self.shares_projections)
+
+  # ---------------------------------------------------------------- pytree
+  def tree_flatten(self):  # noqa: D102
+    children = (self.theta, self.coef, self.every_coef, self.initializer, self.threshold, self.support)
+    return children, self._aux()
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):  # noqa: D102
+    obj = object.__new__(cls)
+    obj.theta, obj.coef, obj.every_coef, obj.initializer, obj.threshold, obj.support = children
+    obj.line_search, obj.max_iterations, obj.min_iterations, obj.every, obj.anderson_memory = aux[:5]
+    obj.anderson_ridge, obj.safeguard, obj.stop_after_rejection, obj.shares_projections = aux[5:]
+    return obj
+
+  def __repr__(self) -> str:
+    return (
+      f"SlicedSinkhorn(L={self.theta.shape[0]}, d={self.theta.shape[1]}, corrections={self.num_corrections}, "
+      f"line_search={self.line_search}, initializer={type(self.initializer).__name__}, "
+      f"bound={self.support is not None})"
+    )
+
+
+def _solve(geom, a, b, f, g, py, coefs, threshold, static, fixed=False):
+  """The loop: ``(f [n], g [m], errors [max_iterations])``; ``fixed``: all ``max_iterations``, as a ``lax.scan``."""
+  line_search, max_iterations, min_iterations, every, memory, ridge, safeguard, stop_after_rejection = static
+  coef, every_coef = coefs
+  eps = geom.epsilon
+  log_a, log_b = jnp.log(a), jnp.log(b)
+  t_b = lambda f, g: geom.update_potential(f, g, log_b, axis=0)  # noqa: E731  columns exact
+  t_a = lambda f, g: geom.update_potential(f, g, log_a, axis=1)  # noqa: E731  rows exact
+  threshold = jnp.asarray(threshold, f.dtype)
+  mult = jnp.asarray(line_search, f.dtype)
+
+  def finish(k, f, g, g_next, trace, history, active):
+    # (f, g) has exact rows; g_next = T_b f gives its column marginal and error.
+    err = jnp.sum(jnp.abs(column_marginal(b, g, g_next, eps) - b))
+    err = jnp.where(k > min_iterations - 1, err, jnp.inf) if min_iterations else err
+    trace = trace.at[k].set(err)
+    stop = (k + 1 >= max_iterations) | (((k + 1) >= max(min_iterations, 1)) & ~(err >= threshold))
+    return (k + 1, f, g, g_next, trace, stop, history, active)
+
+  def plain(state):
+    k, f, g, g_next, trace, _, history, active = state
+    f = t_a(f, g_next)
+    return finish(k, f, g_next, t_b(f, g_next), trace, history, active)
+
+  def accelerated(state):
+    # Anderson on the map g -> T_b T_a g: the extrapolated g keeps the error free (f = T_a g, then T_b f).
+    k, f, g, g_next, trace, _, (g_in, g_out, filled), active = state
+    g_in = jnp.concatenate([g_in[1:], g[None]])
+    g_out = jnp.concatenate([g_out[1:], g_next[None]])
+    filled = filled + 1
+    g_ex = _anderson_extrapolation(g_in, g_out, b, ridge)
+    use = (filled >= memory) & jnp.all(jnp.isfinite(g_ex) | (b <= 0))
+    g_new = jnp.where(use, g_ex, g_next)
+    f = t_a(f, g_new)
+    return finish(k, f, g_new, t_b(f, g_new), trace, (g_in, g_out, filled), active)
+
+  def corrected(coef_k, state):
+    k, f, g, g_next, trace, _, history, active = state
+    c = column_marginal(b, g, g_next, eps)
+    psi = sliced.combined_source_potentials(py, py, b, c, coef_k)
+    psi = jnp.where(b > 0, psi, 0.0).astype(g_next.dtype)
+    if len(line_search) == 1:
+      g_new = g_next + mult[0] * psi
+      f_new = t_a(f, g_new)
+    else:
+      cands = g_next[None] + mult[:, None] * psi[None]
+      fs = jax.vmap(lambda gc: t_a(f, gc))(cands)
+      duals = jax.vmap(lambda fc, gc: _dual(a, b, fc, gc))(fs, cands)
+      best = jnp.argmax(jnp.where(jnp.isnan(duals), -jnp.inf, duals))
+      g_new, f_new = cands[best], fs[best]
+      if stop_after_rejection:  # the plain update won: this problem's slow modes are not sliced ones
+        active = active & (mult[best] != 0)
+    return finish(k, f_new, g_new, t_b(f_new, g_new), trace, history, active)
+
+  step = accelerated if memory else plain
+
+  def correct_if_active(coef_k, state):
+    if not stop_after_rejection:  # always active: no cond (under vmap it would run both branches)
+      return corrected(coef_k, state)
+    return jax.lax.cond(state[7], functools.partial(corrected, coef_k), step, state)
+
+  trace = -jnp.ones((max_iterations,), f.dtype)
+  history = (jnp.zeros((memory, b.shape[0]), f.dtype),) * 2 + (jnp.zeros((), jnp.int32),)
+  g_next = t_b(f, g)
+  start = (jnp.zeros((), jnp.int32), f, g, g_next, trace, jnp.zeros((), bool), history, jnp.ones((), bool))
+  state = plain(start)
+  body = _body(step, corrected, every, coef, every_coef)
+  if safeguard and not fixed:
+    return _race(state, coef, correct_if_active, body, plain, threshold)
+  for coef_k in coef:  # static K: unrolled, each skipped once the pair stopped or a correction was rejected
+    state = jax.lax.cond(state[5], lambda s: s, functools.partial(correct_if_active, coef_k), state)
+  if fixed:
+    state, _ = jax.lax.scan(lambda s, _: (body(s), None), state, None, length=max_iterations - 1 - len(coef))
+  else:
+    state = jax.lax.while_loop(lambda s: ~s[5], body, state)
+  f, g, trace = state[1], state[2], state[4]
+  return f, g, trace
+
+
+def _body(step, corrected, every, coef, every_coef):
+  """One iteration after the corrections: ``step``, or a periodic correction every ``every`` iterations."""
+  if not every:
+    return step
+  first = 1 + len(coef) + every  # iterations done before the first periodic correction
+
+  def body(state):
+    due = (state[0] >= first) & ((state[0] - first) % every == 0) & state[7]
+    return jax.lax.cond(due, functools.partial(corrected, every_coef), step, state)
+
+  return body
+
+
+def _race(state, coef, corrected, body, plain, threshold):
+  """The safeguard: the corrected iterations and plain Sinkhorn's, in lockstep from iteration 1.
+
+  Both stop at the first iteration where either meets the threshold; the
+  corrected one is returned unless only plain Sinkhorn converged. The count
+  is then never above plain Sinkhorn's; an iteration costs two more kernel passes.
+  """
+
+  def both(fn):
+    def run(pair):
+      main, shadow = fn(pair[0]), plain(pair[1])
+      stop = main[5] | shadow[5]
+      return (*main[:5], stop, *main[6:]), (*shadow[:5], stop, *shadow[6:])
+
+    return run
+
+  pair = (state, state)
+  for coef_k in coef:
+    pair = jax.lax.cond(pair[0][5], lambda p: p, both(functools.partial(corrected, coef_k)), pair)
+  main, shadow = jax.lax.while_loop(lambda p: ~p[0][5], both(body), pair)
+
+  def met(s):
+    return s[4][jnp.maximum(s[0] - 1, 0)] < threshold
+
+  use_shadow = met(shadow) & ~met(main)
+  f, g, trace = (jnp.where(use_shadow, shadow[i], main[i]) for i in (1, 2, 4))
+  return f, g, trace
+
+
+def _anderson_extrapolation(g_in: jax.Array, g_out: jax.Array, b: jax.Array, ridge: float) -> jax.Array:
+  """Anderson mixing of the last ``M`` outputs ``g_out [M, m]`` of a fixed-point map (OTT's normalised ridge form).
+
+  Weights ``w`` solve ``(R Rᵀ / ||R Rᵀ|| + ridge I) w = 1`` with residuals
+  ``R = g_out - g_in`` on positive-weight atoms, normalised to sum to one.
+  """
+  ok = b > 0
+  res = jnp.where(ok, g_out - g_in, 0.0)
+  gram = res @ res.T
+  gram = gram / jnp.linalg.norm(gram)
+  w = jnp.linalg.solve(gram + ridge * jnp.eye(gram.shape[0], dtype=gram.dtype), jnp.ones(gram.shape[0], gram.dtype))
+  w = w / jnp.sum(w)
+  return jnp.where(ok, jnp.sum(w[:, None] * jnp.where(ok, g_out, 0.0), axis=0), -jnp.inf)

@@ -1,0 +1,281 @@
+"""Sinkhorn with sliced corrections: OTT's iterations without corrections, same solution with them."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import FLOW_SOURCE, FLOW_TARGET, random_measure
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from ott.geometry import pointcloud
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn
+
+import ottsliced as ots
+from ottsliced.data import digit_pairs
+from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
+
+
+def _problem(x, y, a, b, epsilon):
+  return linear_problem.LinearProblem(pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y), epsilon=epsilon), a, b)
+
+
+def _iterations(out) -> int:
+  return int(jnp.sum(out.errors != -1))
+
+
+def _centred(f, w):
+  """The potential on positive-weight atoms, ``w``-weighted mean removed (the gauge)."""
+  w = np.asarray(w)
+  f = np.asarray(f)[w > 0]
+  return f - np.sum(w[w > 0] * f) / np.sum(w)
+
+
+@jax.jit
+def _solve(solver, prob):
+  return solver(prob)
+
+
+def test_no_corrections_is_otts_sinkhorn(x64):
+  """Without corrections: OTT's iteration count, error trace and potentials (float64), zero weights included."""
+  rs = np.random.default_rng(0)
+  x, a = random_measure(rs, 50, 2, zero_frac=0.2)
+  y, b = random_measure(rs, 40, 2, zero_frac=0.2)
+  prob = _problem(x, y, a, b, 0.05)
+  theta = ots.directions(jax.random.key(0), 2, 8)
+  for threshold in (1e-2, 1e-5):
+    ref = sinkhorn.Sinkhorn(threshold=threshold, inner_iterations=1, max_iterations=3000)(prob)
+    out = _solve(SlicedSinkhorn(theta, (), anderson_memory=0, threshold=threshold, max_iterations=3000), prob)
+    assert _iterations(out) == _iterations(ref) > 3
+    np.testing.assert_allclose(out.errors, ref.errors, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out.f[a > 0], ref.f[a > 0], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out.g[b > 0], ref.g[b > 0], rtol=1e-10, atol=1e-10)
+    assert bool(out.converged)
+    assert np.isclose(float(out.reg_ot_cost), float(ref.reg_ot_cost), rtol=1e-10)
+
+
+@pytest.mark.parametrize(("line_search", "every"), [((0.0, 1.0), 5), ((1.0,), 0)])
+def test_corrected_reaches_sinkhorns_solution(x64, line_search, every):
+  """With corrections (guarded and periodic, or unguarded) the converged potentials are Sinkhorn's, to 1e-8."""
+  rs = np.random.default_rng(1)
+  x, a = random_measure(rs, 60, 2, zero_frac=0.2)
+  y, b = random_measure(rs, 50, 2, zero_frac=0.2)
+  prob = _problem(x, y + 0.5, a, b, 0.05)
+  ref = sinkhorn.Sinkhorn(threshold=1e-12, inner_iterations=1, max_iterations=50_000)(prob)
+  assert bool(ref.converged)
+  theta = ots.directions(jax.random.key(1), 2, 16, dtype=jnp.float64)
+  kw = {"line_search": line_search, "every": every, "threshold": 1e-12, "max_iterations": 50_000}
+  solver = SlicedSinkhorn(theta, (2.0, 1.0), **kw)
+  out = _solve(solver, prob)
+  assert bool(out.converged)
+  np.testing.assert_allclose(_centred(out.f, a), _centred(ref.f, a), atol=1e-8)
+  np.testing.assert_allclose(_centred(out.g, b), _centred(ref.g, b), atol=1e-8)
+  np.testing.assert_allclose(out.matrix, ref.matrix, atol=1e-10)
+
+
+def test_corrections_save_iterations_on_digits(digits_test, ra_model):
+  """Training-free and warm-started corrections need fewer iterations than the same starts without them."""
+  theta = ra_model.theta
+  counts = {}
+  kw = {"threshold": 1e-3, "anderson_memory": 0}  # the corrections alone
+  solvers = {
+    "zeros": SlicedSinkhorn(theta, (), **kw),
+    "zeros + corrections": SlicedSinkhorn(theta, **kw).bind(digits_test.y),
+    "RA-OT": SlicedSinkhorn.from_initializer(ra_model.bind(digits_test.x), (), **kw),
+    "RA-OT + corrections": SlicedSinkhorn.from_initializer(ra_model.bind(digits_test.x), **kw),
+  }
+  for name, solver in solvers.items():
+    counts[name] = np.mean([_iterations(_solve(solver, digits_test.problem(i))) for i in range(10)])
+  # Measured: 116.0 -> 68.2 from zeros, 65.4 -> 57.3 from RA-OT (8x8 digits, threshold 1e-3).
+  assert counts["zeros + corrections"] < 0.7 * counts["zeros"]
+  assert counts["RA-OT + corrections"] < 0.95 * counts["RA-OT"]
+
+
+def test_from_initializer_equals_explicit_warm_start(digits_test, ra_model):
+  """Sharing the model's sorted projections gives the same solve as starting from its prediction."""
+  prob = digits_test.problem(4)
+  bound = ra_model.bind(digits_test.x)
+  shared = SlicedSinkhorn.from_initializer(bound, threshold=1e-3)
+  assert shared.shares_projections
+  f0, g0 = bound.predict_potentials(prob)
+  explicit = SlicedSinkhorn(ra_model.theta, threshold=1e-3).bind(digits_test.y)
+  out, ref = _solve(shared, prob), explicit(prob, init=(f0, jnp.zeros_like(g0)))
+  assert _iterations(out) == _iterations(ref)
+  np.testing.assert_allclose(out.f, ref.f, rtol=1e-5, atol=1e-5)
+
+
+def test_padding_changes_nothing(x64):
+  """Zero-weight atoms appended to both sides: same iterations, same potentials on the real atoms."""
+  rs = np.random.default_rng(5)
+  x, a = random_measure(rs, 30, 2)
+  y, b = random_measure(rs, 25, 2)
+  theta = ots.directions(jax.random.key(2), 2, 16, dtype=jnp.float64)
+  solver = SlicedSinkhorn(theta, threshold=1e-6, every=4)
+  out = _solve(solver, _problem(x, y, a, b, 0.05))
+  xp = np.concatenate([x, rs.normal(size=(7, 2)) * 3])
+  yp = np.concatenate([y, rs.normal(size=(5, 2)) * 3])
+  ap, bp = np.concatenate([a, np.zeros(7)]), np.concatenate([b, np.zeros(5)])
+  padded = _solve(solver, _problem(xp, yp, ap, bp, 0.05))
+  assert _iterations(padded) == _iterations(out)
+  np.testing.assert_allclose(_centred(padded.f[:30], a), _centred(out.f, a), atol=1e-9)
+  assert np.all(np.isfinite(np.asarray(out.f)))
+  assert np.all(np.isfinite(np.asarray(out.g)))
+  np.testing.assert_allclose(_centred(padded.g[:25], b), _centred(out.g, b), atol=1e-9)
+  assert np.all(np.isneginf(np.asarray(padded.f[30:])))
+  assert np.all(np.isneginf(np.asarray(padded.g[25:])))
+
+
+def test_jits_once_for_new_coefficients(digits_test):
+  """Step sizes, coefficients and the threshold are leaves: new values reuse the compiled solve."""
+  traces = []
+
+  @jax.jit
+  def solve(solver, prob):
+    traces.append(1)
+    return solver(prob).errors
+
+  prob = digits_test.problem(0)
+  theta = ots.directions(jax.random.key(0), 2, 16)
+  base = SlicedSinkhorn(theta, (2.0, 1.0), threshold=1e-3).bind(digits_test.y)
+  first = solve(base, prob)
+  second = solve(base.replace(steps=jnp.asarray(np.random.default_rng(0).uniform(0, 0.2, (2, 16)), jnp.float32)), prob)
+  third = solve(base.replace(threshold=1e-2), prob)
+  assert len(traces) == 1
+  assert not np.array_equal(np.asarray(first), np.asarray(second))
+  assert int(jnp.sum(third != -1)) < int(jnp.sum(first != -1))
+
+
+def test_bad_input_gets_clear_errors(digits_test):
+  theta = ots.directions(jax.random.key(0), 2, 16)
+  with pytest.raises(ValueError, match="steps"):
+    SlicedSinkhorn(theta, np.ones((2, 5)))
+  with pytest.raises(ValueError, match="line_search"):
+    SlicedSinkhorn(theta, line_search=())
+  with pytest.raises(ValueError, match="every"):
+    SlicedSinkhorn(theta, every=-1)
+  with pytest.raises(ValueError, match="dimension"):
+    SlicedSinkhorn(ots.directions(jax.random.key(0), 3, 16))(digits_test.problem(0))
+  with pytest.raises(ValueError, match="shape"):
+    SlicedSinkhorn(theta).bind(np.zeros((10, 2)))(digits_test.problem(0))
+
+
+def _padded_problem(n, m, seed, epsilon, zero_frac, size=40):
+  """The random-cloud family of the hypothesis tests, padded to ``size`` atoms (one compilation for all)."""
+  rs = np.random.default_rng(seed)
+  x, a = random_measure(rs, n, 2, zero_frac=zero_frac, keep_first=True)
+  y, b = random_measure(rs, m, 2, zero_frac=zero_frac, keep_first=True)
+  y = y + rs.normal(size=2)
+  x, y = np.pad(x, ((0, size - n), (0, 0))), np.pad(y, ((0, size - m), (0, 0)))
+  return _problem(x, y, np.pad(a, (0, size - n)), np.pad(b, (0, size - m)), epsilon)
+
+
+CLOUDS = {
+  "n": st.integers(8, 40),
+  "m": st.integers(8, 40),
+  "seed": st.integers(0, 10_000),
+  "epsilon": st.sampled_from([0.02, 0.1, 0.5]),
+  "zero_frac": st.sampled_from([0.0, 0.3]),
+  "memory": st.sampled_from([0, 2]),
+}
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(**CLOUDS)
+def test_hypothesis_converges_to_sinkhorns_solution(n, m, seed, epsilon, zero_frac, memory):
+  """Guarded corrections on random clouds converge to plain Sinkhorn's solution.
+
+  Not asserted here: fewer iterations. The dual-objective guard does not
+  guarantee it (n=35, m=8, seed=0, epsilon=0.02, zero_frac=0.3: 1894 against
+  plain Sinkhorn's 1646 in float32); ``safeguard=True`` does (tests below).
+  Derandomized, so that a CI run is reproducible; the random search found the
+  float32 Anderson stall recorded below (``test_anderson_stall_float32_known_defect``).
+  """
+  # Padded to one shape with zero weights (changes nothing, tested above): one compilation for all examples.
+  prob = _padded_problem(n, m, seed, epsilon, zero_frac)  # float32
+  plain = sinkhorn.Sinkhorn(threshold=1e-3, inner_iterations=1, max_iterations=5000)(prob)
+  assume(bool(plain.converged))  # float32 Sinkhorn stalls above 1e-3 on a few clouds at epsilon = 0.02
+  theta = ots.directions(jax.random.key(seed), 2, 16)
+  out = _solve(SlicedSinkhorn(theta, threshold=1e-3, max_iterations=5000, anderson_memory=memory), prob)
+  assert bool(out.converged)
+  np.testing.assert_allclose(float(out.reg_ot_cost), float(plain.reg_ot_cost), rtol=1e-3, atol=1e-4)
+  np.testing.assert_allclose(out.matrix, plain.matrix, atol=2e-3)
+
+
+STALL = (21, 38, 9624, 0.02, 0.3)  # a slow float32 cloud: plain Sinkhorn needs 4,390 iterations to 1e-3
+
+
+@pytest.mark.xfail(
+  strict=True,
+  reason="known defect: in float32, Anderson (memory 2) stalls at an error of 2.3e-3 on this cloud, where plain "
+  "Sinkhorn converges after 4,390 iterations (without Anderson: 4,158); safeguard=True returns plain Sinkhorn's",
+)
+def test_anderson_stall_float32_known_defect():
+  prob = _padded_problem(*STALL)
+  solver = SlicedSinkhorn(ots.directions(jax.random.key(STALL[2]), 2, 16), threshold=1e-3, max_iterations=5000)
+  assert bool(_solve(solver, prob).converged)
+
+
+def test_safeguard_converges_where_anderson_stalls():
+  prob = _padded_problem(*STALL)
+  plain = sinkhorn.Sinkhorn(threshold=1e-3, inner_iterations=1, max_iterations=5000)(prob)
+  theta = ots.directions(jax.random.key(STALL[2]), 2, 16)
+  out = _solve(SlicedSinkhorn(theta, threshold=1e-3, max_iterations=5000, safeguard=True), prob)
+  assert bool(plain.converged)
+  assert bool(out.converged)
+  assert int(ots.num_iterations(out)) <= int(ots.num_iterations(plain))
+
+
+@jax.jit
+def _plain(prob):
+  return sinkhorn.Sinkhorn(threshold=1e-3, inner_iterations=1, max_iterations=20_000)(prob)
+
+
+def test_safeguard_returns_plain_sinkhorn_where_corrections_lose(x64):
+  """A cloud where the corrections cost iterations: the safeguard stops with plain Sinkhorn, at its count."""
+  prob = _padded_problem(35, 8, 0, 0.02, 0.3)
+  theta = ots.directions(jax.random.key(0), 2, 16, dtype=jnp.float64)
+  kw = {"threshold": 1e-3, "max_iterations": 20_000, "anderson_memory": 0}
+  ref = _plain(prob)
+  unguarded = _solve(SlicedSinkhorn(theta, **kw), prob)
+  guarded = _solve(SlicedSinkhorn(theta, safeguard=True, **kw), prob)
+  assert _iterations(unguarded) > _iterations(ref)  # measured 1760 against 1645: the case exercises the race
+  assert _iterations(guarded) == _iterations(ref)
+  assert bool(guarded.converged)
+  np.testing.assert_allclose(guarded.errors, ref.errors, rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(guarded.matrix, ref.matrix, atol=1e-12)
+
+
+@pytest.mark.usefixtures("x64")
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(**CLOUDS)
+def test_hypothesis_safeguard_never_more_iterations_than_sinkhorn(n, m, seed, epsilon, zero_frac, memory):
+  """With ``safeguard=True``: never more iterations than OTT's Sinkhorn, and its solution (float64)."""
+  prob = _padded_problem(n, m, seed, epsilon, zero_frac)
+  ref = _plain(prob)
+  assume(bool(ref.converged))
+  theta = ots.directions(jax.random.key(seed), 2, 16, dtype=jnp.float64)
+  solver = SlicedSinkhorn(theta, threshold=1e-3, max_iterations=20_000, anderson_memory=memory, safeguard=True)
+  out = _solve(solver, prob)
+  assert bool(out.converged)
+  assert _iterations(out) <= _iterations(ref)
+  np.testing.assert_allclose(out.matrix, ref.matrix, atol=2e-3)
+
+
+def test_stop_after_rejection_skips_the_corrections_after_a_rejected_one(x64):
+  """A rejected correction (the plain update had the higher dual) ends the corrections; accepted ones run on."""
+  theta4 = ots.directions(jax.random.key(0), 2, 4, dtype=jnp.float64)
+  x0 = FLOW_SOURCE(jax.random.key(1), 32).astype(jnp.float64)
+  x1 = FLOW_TARGET(jax.random.key(2), 32).astype(jnp.float64)
+  flow = linear_problem.LinearProblem(pointcloud.PointCloud(x0, x1, epsilon=2.0))  # first correction rejected
+  run = jax.jit(lambda s, p: s(p))
+  stopped = run(SlicedSinkhorn(theta4, (2.0, 1.0), threshold=1e-6, stop_after_rejection=True), flow)
+  one = run(SlicedSinkhorn(theta4, (2.0,), threshold=1e-6), flow)
+  both = run(SlicedSinkhorn(theta4, (2.0, 1.0), threshold=1e-6), flow)
+  np.testing.assert_array_equal(stopped.errors, one.errors)  # the second slot ran a plain (Anderson) iteration
+  np.testing.assert_array_equal(stopped.f, one.f)
+  assert not np.array_equal(np.asarray(stopped.errors), np.asarray(both.errors))  # ... which the default corrects
+  theta = ots.directions(jax.random.key(0), 2, 16, dtype=jnp.float64)
+  prob = digit_pairs(1, epsilon=1e-2, seed=0).problem(0)  # both corrections accepted: nothing changes
+  out = run(SlicedSinkhorn(theta, threshold=1e-6, stop_after_rejection=True), prob)
+  np.testing.assert_array_equal(out.errors, run(SlicedSinkhorn(theta, threshold=1e-6), prob).errors)
+  assert bool(out.converged)
