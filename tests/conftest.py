@@ -1,7 +1,9 @@
-"""Shared fixtures: small problems, float64 mode, a fitted digits model."""
+"""Shared fixtures: small problems, float64 mode, a fitted digits model; one compilation cache per test run."""
 
 import gc
 import os
+import shutil
+import tempfile
 import warnings
 
 import jax
@@ -13,6 +15,38 @@ from ottsliced import flow_matching as fm
 from ottsliced.data import digit_pairs
 
 EPS = 1e-2
+
+_CACHE_ENV = "OTTSLICED_TEST_COMPILATION_CACHE"
+
+
+def pytest_configure(config):
+  """One JAX persistent compilation cache for the whole run: both xdist workers, notebooks and subprocesses.
+
+  Most test time is XLA compilation, and the same programs are compiled by
+  both workers (session fixtures), by notebooks and the quick configs, and
+  again after :func:`_bound_compiled_executables` clears the in-memory caches.
+  The first process (the controller) makes a temporary folder and names it in
+  the environment, which every process started later inherits; set
+  ``OTTSLICED_TEST_COMPILATION_CACHE`` yourself to keep a cache between runs.
+  """
+  path = os.environ.get(_CACHE_ENV)
+  if not path:
+    path = tempfile.mkdtemp(prefix="ottsliced-test-jax-cache-")
+    os.environ[_CACHE_ENV] = path
+    config._ottsliced_cache_to_remove = path
+  # Child processes (notebook kernels, the CLI) read these when they import jax.
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def pytest_unconfigure(config):
+  path = getattr(config, "_ottsliced_cache_to_remove", None)
+  if path:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 _MAPS = "/proc/self/maps"

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ottsliced import sliced
+from ottsliced.sliced import uniform
 
 
 @settings(max_examples=25, deadline=None)
@@ -65,7 +66,7 @@ def test_uniform_source_potentials_batched_rows_and_gradients(n, m):
     def by_sorting(s, t):
       n_v = jnp.maximum(sv.sum(-1, keepdims=True), 1)
       rows = [v.reshape(-1, v.shape[-1]) for v in (s, t, sv, tv, n_v, jnp.maximum(tv.sum(-1, keepdims=True), 1))]
-      phi = jax.vmap(sliced._uniform_potentials_sorted)(*rows[:4], rows[4][:, 0], rows[5][:, 0]).reshape(s.shape)
+      phi = jax.vmap(uniform._uniform_potentials_sorted)(*rows[:4], rows[4][:, 0], rows[5][:, 0]).reshape(s.shape)
       return phi - jnp.sum(jnp.where(sv, phi, 0.0), -1, keepdims=True) / n_v
 
     got = jax.jit(sliced.uniform_source_potentials)(s, t, sv, tv)
