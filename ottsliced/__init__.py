@@ -26,6 +26,7 @@ from ottsliced.solvers.amortized import AmortizedInfo, amortized_solve, amortize
 from ottsliced.solvers.batch import solve_batch  # noqa: E402
 from ottsliced.solvers.iterations import num_iterations  # noqa: E402
 from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn  # noqa: E402
+from ottsliced.solvers.solve import solve  # noqa: E402
 from ottsliced.solvers.step_selection import select_steps  # noqa: E402
 
 __version__ = "0.1.0"
@@ -47,5 +48,6 @@ __all__ = [
   "select_steps",
   "semi_dual",
   "sliced_potentials",
+  "solve",
   "solve_batch",
 ]

@@ -2,11 +2,16 @@
 
 import functools
 
+import jax
 import numpy as np
 
 from ottsliced import flow_matching as fm
 
-__all__ = ["FLOW_SOURCE", "FLOW_TARGET", "random_measure"]
+__all__ = ["CORRECTED_LOOP", "FLOW_SOURCE", "FLOW_TARGET", "predict_potentials", "random_measure"]
+
+# SlicedSinkhorn's corrected Sinkhorn loop (corrections, Anderson) from the given start: what the tests of the
+# corrections exercise, whatever the default tail and annealing.
+CORRECTED_LOOP = {"tail": "sinkhorn", "annealing": None}
 
 
 def random_measure(rs: np.random.Generator, n: int, d: int, zero_frac: float = 0.0, keep_first: bool = False):
@@ -24,3 +29,13 @@ def random_measure(rs: np.random.Generator, n: int, d: int, zero_frac: float = 0
 
 FLOW_SOURCE = functools.partial(fm.sample_toy, "gaussian")
 FLOW_TARGET = functools.partial(fm.sample_toy, "8gaussians")
+
+
+@jax.jit
+def predict_potentials(model, prob):
+  """``model.predict_potentials(prob)`` compiled: one program per shape, not hundreds of eager ops each compiled.
+
+  The model and the problem are pytrees (arguments, not constants): a new model or new values reuse the program.
+  Eager prediction is compared with this one in ``amortized_test.py::test_jit_friendly_prediction``.
+  """
+  return model.predict_potentials(prob)

@@ -1,9 +1,10 @@
-"""Solvers: Sinkhorn with sliced corrections, amortized solves (no or few iterations), batched solves."""
+"""Solvers: the sliced Sinkhorn (annealing, Newton or corrected Sinkhorn), ``solve``, amortized and batched solves."""
 
 from ottsliced.solvers.amortized import AmortizedInfo, amortized_solve, amortized_solve_batch
 from ottsliced.solvers.batch import solve_batch
 from ottsliced.solvers.iterations import final_errors, marginal_errors, num_iterations, sinkhorn_sweeps
 from ottsliced.solvers.sliced_sinkhorn import DEFAULT_STEPS, SlicedSinkhorn
+from ottsliced.solvers.solve import solve
 from ottsliced.solvers.step_selection import StepSelection, select_steps
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
   "num_iterations",
   "select_steps",
   "sinkhorn_sweeps",
+  "solve",
   "solve_batch",
 ]

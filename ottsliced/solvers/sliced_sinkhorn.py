@@ -1,60 +1,57 @@
-r"""Sinkhorn with sliced corrections: 1-D OT potentials as a cheap Newton step on the slow modes.
+r"""The ottsliced solver: epsilon scaling from the cost scale, then Newton steps or corrected Sinkhorn iterations.
 
-A Sinkhorn sweep fixes the marginal error *locally* (the kernel spreads
-information over about :math:`\sqrt\varepsilon` per sweep); errors that are
-smooth at the scale of the whole support, mass that has to travel far, are its
-slowest modes. After a sweep, rows are exact and the column marginal
-:math:`c=P^\top\mathbf 1` differs from :math:`b`. The exact 1-D OT potentials
-between :math:`c` and :math:`b` on ``L`` directions (the kernel of the features,
-on the same sorted support) see exactly that large-scale displacement: their
-combination :math:`\psi=\sum_\ell\beta_\ell\psi_\ell` added to :math:`g`, then
-:math:`f=\mathcal T_a g`, is an approximate Newton step
-(``../shared/reference/sliced-corrections.md``).
+:class:`SlicedSinkhorn` solves an OTT ``LinearProblem`` and returns OTT's
+``SinkhornOutput``. With no argument it picks for the problem:
 
-:class:`SlicedSinkhorn` runs OTT's log-domain iterations (:math:`g\leftarrow
-\mathcal T_b f`, then :math:`f\leftarrow\mathcal T_a g`) and replaces the
-updates of the first ``K`` iterations after the first by corrected ones:
+1. **Start.** Zeros, or a prediction: a fitted :class:`~ottsliced.SlicedInitializer`
+   (sharing its sorted projections), any OTT initializer, or ``init=(f, g)``.
+2. **Epsilon scaling** from a cold start (:mod:`ottsliced.solvers.annealing`):
+   one Sinkhorn sweep per epsilon from :math:`\max(\varepsilon, 0.1\,a^\top Cb)`
+   down to the target, decay 0.9; none when the target is already above a
+   tenth of the mean cost, and none from a prediction (it holds the potential
+   at the target already).
+3. **The tail at the target epsilon.**
+
+   - ``"newton"`` (the default when the plan fits in ``max_plan_entries``):
+     Newton steps on the semi-dual with the plan stored
+     (:mod:`ottsliced.solvers.newton`), each a conjugate-gradient solve with
+     products by the plan (no exponential) or, for ``m <=``
+     :data:`DIRECT_MAX`, a dense factorisation; a step is kept only if it
+     raises the dual, else a Sinkhorn iteration is taken.
+   - ``"sinkhorn"`` (online geometries, larger problems): OTT's log-domain
+     iterations with **sliced corrections** at iterations 2 and 3 and Anderson
+     acceleration after them, described below.
+
+Every iteration reads its marginal error (columns, rows exact) at no extra
+kernel pass, so the solver stops at the first iteration below ``threshold``
+(OTT checks every ``inner_iterations = 10``).
+
+**Sliced corrections** (the Sinkhorn tail). A Sinkhorn sweep fixes the
+marginal error *locally* (the kernel spreads information over about
+:math:`\sqrt\varepsilon` per sweep); errors that are smooth at the scale of
+the whole support, mass that has to travel far, are its slowest modes. After a
+sweep, rows are exact and the column marginal :math:`c=P^\top\mathbf 1`
+differs from :math:`b`. The exact 1-D OT potentials between :math:`c` and
+:math:`b` on ``L`` directions see that large-scale displacement: their
+combination :math:`\psi=\sum_\ell\beta_\ell\psi_\ell` added to :math:`g`,
+then :math:`f=\mathcal T_a g`, is an approximate Newton step. Per correction:
 
 1. :math:`c=b\,e^{(g-\mathcal T_b f)/\varepsilon}`: the column marginal comes
    for free from the update that the iteration computes anyway;
-2. :math:`\psi` from :func:`ottsliced.sliced.potentials.combined_source_potentials` on the
-   target's sorted projections (the swapped problem :math:`b\to c`: one pass
-   over ``[L, m]`` arrays, no ``[m, L]`` features);
+2. :math:`\psi` from :func:`ottsliced.sliced.combined_source_potentials` on the
+   target's sorted projections (the swapped problem :math:`b\to c`);
 3. candidates :math:`g_s=\mathcal T_b f+s\,\psi` for the multipliers ``s`` of
    ``line_search``, :math:`f_s=\mathcal T_a g_s`; the candidate of highest
    dual objective :math:`\langle a,f_s\rangle+\langle b,g_s\rangle` wins. With
    the default ``(0, 1)`` the plain Sinkhorn update (``s = 0``) is a candidate,
-   so a correction that would lower the dual is rejected: the solver never
-   ascends more slowly than Sinkhorn at a correction.
+   so a correction never ascends more slowly than Sinkhorn.
 
-After the corrections, Anderson acceleration (memory 2 by default, OTT's
-normalised ridge mixing) extrapolates the map :math:`g\mapsto\mathcal T_b
-\mathcal T_a g` from its last iterates: corrections remove the slow
-large-scale modes early, Anderson speeds up the tail (tight tolerances).
-
-Every iteration reads its marginal error from the next update's log-sum-exp
-(:math:`\|c-b\|_1` above), so an iteration costs two kernel passes where OTT's
-``Sinkhorn(inner_iterations=1)`` costs three; with no corrections and no
-Anderson (``steps=()``, ``anderson_memory=0``) the solver runs OTT's
-iterations, stops at the same iteration on OTT's rule (column L1 error below
-``threshold``) and returns the same potentials, up to float rounding (tested
-in float64).
-
-Where Sinkhorn needs only a few iterations the corrections cannot pay (each
-costs one to two iterations' time): :func:`ottsliced.select_steps` times a
-task's candidate schedules, none included, on sample problems.
-
-The dual guard does not bound the iteration count: on small random clouds at
-small epsilon, where Sinkhorn crosses metastable plateaus, a correction that
-raised the dual can still lengthen the tail (5 of 40 clouds in
-``benchmarks/corrections_random_clouds.py``). ``safeguard=True`` races plain
-Sinkhorn's iterations in lockstep and stops at the first iteration where either
-chain converges: never more iterations than plain Sinkhorn (a hypothesis test),
-for two more kernel passes per iteration.
-
-Cost of one correction: the sliced potentials (about one kernel pass at
-``L = 16`` on 784 atoms) and one more :math:`\mathcal T_a` per extra
-line-search candidate.
+With no corrections and no Anderson (``tail="sinkhorn", annealing=None,
+steps=(), anderson_memory=0``) the solver runs OTT's iterations, stops at
+OTT's iteration and returns OTT's potentials, up to float rounding (tested in
+float64). ``safeguard=True`` races plain Sinkhorn's iterations in lockstep
+(never more iterations than plain Sinkhorn, for two more kernel passes per
+iteration).
 """
 
 import functools
@@ -69,11 +66,28 @@ from ott.solvers.linear import sinkhorn
 from ottsliced import sliced
 from ottsliced._internal import validation
 from ottsliced.initializers.sliced_initializer import SlicedInitializer
+from ottsliced.sliced.directions import directions
 from ottsliced.sliced.support import BoundSupport, bind_supports, bound_projections
+from ottsliced.solvers import annealing as annealing_lib
+from ottsliced.solvers import newton
 
-__all__ = ["DEFAULT_STEPS", "CorrectionState", "SlicedSinkhorn", "column_marginal", "correction_features"]
+__all__ = [
+  "DEFAULT_NUM_DIRECTIONS",
+  "DIRECT_MAX",
+  "NEWTON_SOLVES",
+  "DEFAULT_STEPS",
+  "TAILS",
+  "CorrectionState",
+  "SlicedSinkhorn",
+  "column_marginal",
+  "correction_features",
+]
 
 DEFAULT_STEPS = (2.0, 1.0)
+DEFAULT_NUM_DIRECTIONS = 16  # L when the solver draws its own directions
+TAILS = ("auto", "newton", "sinkhorn")
+NEWTON_SOLVES = ("auto", "cg", "direct")
+DIRECT_MAX = 192  # newton_solve="auto": a dense factorisation of the Newton system up to this many target atoms
 
 
 def column_marginal(b: jax.Array, g: jax.Array, g_next: jax.Array, epsilon: Any) -> jax.Array:
@@ -102,6 +116,11 @@ def _coefficients(name: str, steps: Any, theta: jax.Array, per_correction: bool)
 
   ``per_correction``: ``[K]`` or ``[K, L]`` -> ``[K, L]``; else a scalar or ``[L]`` -> ``[L]``.
   """
+  if theta is None:  # directions drawn at the first call: keep the sizes (or [K, L] coefficients) as given
+    coef = jnp.asarray(steps, dtype=jnp.result_type(float))
+    if coef.ndim not in ((1, 2) if per_correction else (0, 1)):
+      raise ValueError(f"`{name}` must be step sizes or coefficients, got shape {coef.shape}.")
+    return coef
   coef = steps if isinstance(steps, jax.Array) else jnp.asarray(steps, dtype=theta.dtype)
   num = theta.shape[0]
   sizes_ndim = 1 if per_correction else 0
@@ -111,6 +130,26 @@ def _coefficients(name: str, steps: Any, theta: jax.Array, per_correction: bool)
     want = "[K] step sizes or [K, L={}]" if per_correction else "a step size or [L={}]"
     raise ValueError(f"`{name}` must be {want.format(num)} coefficients, got shape {coef.shape}.")
   return coef
+
+
+def _check_annealing(annealing: Any) -> Any:
+  """``"auto"``, ``None`` or ``(start, decay)`` with ``start > 0`` and ``0 < decay < 1``."""
+  if annealing is None or (isinstance(annealing, str) and annealing == "auto"):
+    return annealing
+  try:
+    start, decay = (float(v) for v in annealing)
+  except (TypeError, ValueError):
+    raise ValueError(f"`annealing` must be 'auto', None or (start, decay), got {annealing!r}.") from None
+  if not (start > 0 and 0 < decay < 1):
+    raise ValueError(f"`annealing` needs start > 0 and 0 < decay < 1, got {annealing!r}.")
+  return (start, decay)
+
+
+def _update(geom: Any, w: jax.Array, f: jax.Array, g: jax.Array, epsilon: Any, axis: int) -> jax.Array:
+  r"""The log-domain update at ``epsilon``: :math:`\mathcal T_b f` (``axis=0``), :math:`\mathcal T_a g` (``axis=1``)."""
+  lse = geom.apply_lse_kernel(f, g, epsilon, axis=axis)[0]
+  pos = w > 0
+  return jnp.where(pos, epsilon * jnp.log(jnp.where(pos, w, 1.0)) - jnp.where(jnp.isfinite(lse), lse, 0.0), -jnp.inf)
 
 
 def _dual(a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array) -> jax.Array:
@@ -134,29 +173,42 @@ class CorrectionState(NamedTuple):
 
 @jax.tree_util.register_pytree_node_class
 class SlicedSinkhorn:
-  r"""Log-domain Sinkhorn with sliced corrections, a drop-in for OTT's ``Sinkhorn`` on ``PointCloud`` problems.
+  r"""Entropic OT solver: epsilon scaling, Newton steps on the stored plan or corrected Sinkhorn iterations.
 
   ``solver(prob)`` returns OTT's ``SinkhornOutput`` (potentials, error trace
-  with ``-1`` after the stop, ``converged``, costs, ``matrix``). Training-free
-  with the default ``steps``; amortized with fitted per-direction coefficients
-  (``steps [K, L]``); from zeros or from any OTT initializer, a
-  :class:`~ottsliced.SlicedInitializer` sharing the solver's directions and
-  bound supports (:meth:`from_initializer`) included.
+  with ``inf`` during epsilon scaling and ``-1`` after the stop,
+  ``converged``, costs, ``matrix``). With no argument it needs no training
+  and no directions: ``SlicedSinkhorn()(prob)``. Warm-started and amortized by
+  a fitted model with :meth:`from_initializer`.
 
   The solver is a pytree (``theta``, the coefficients, ``threshold``, the
   initializer and the bound support are leaves): pass it to ``jax.jit`` as an
   argument and new coefficients or thresholds reuse the compiled solve.
 
   Args:
-    theta: directions ``[L, d]`` (e.g. :func:`ottsliced.sliced.directions`, ``L`` = 16-32).
-    steps: the corrections, applied at iterations ``2 .. K + 1``: ``K`` step
-      sizes (each correction adds ``s`` times the mean over directions of the
-      1-D potentials), or ``[K, L]`` per-direction coefficients. Empty: no
-      correction (with ``anderson_memory=0``: OTT's iterations, the error read
-      for free).
+    theta: directions ``[L, d]`` of the sliced corrections (Sinkhorn tail);
+      ``None``: :data:`DEFAULT_NUM_DIRECTIONS` directions drawn for the
+      problem's dimension when needed.
+    steps: the corrections of the Sinkhorn tail, applied at its iterations
+      ``2 .. K + 1``: ``K`` step sizes (each adds ``s`` times the mean over
+      directions of the 1-D potentials), or ``[K, L]`` per-direction
+      coefficients. Empty: no correction.
     initializer: ``None`` (zeros), any OTT initializer, or a
       :class:`SlicedInitializer` (its prediction reuses the solver's sorted
       projections when the two share ``theta``).
+    tail: ``"auto"`` (Newton steps when the geometry is dense and its ``n m``
+      entries are at most ``max_plan_entries``, else the Sinkhorn tail),
+      ``"newton"`` or ``"sinkhorn"`` (static).
+    annealing: ``"auto"`` (epsilon scaling from the cost scale from a cold
+      start, none from a prediction or ``init``), ``None`` (never), or
+      ``(start, decay)``: epsilon from ``max(eps, start * mean cost)``,
+      times ``decay`` per sweep (static).
+    max_plan_entries: the largest ``n m`` for which ``"auto"`` stores the
+      cost and the plan (static).
+    newton_solve: the Newton system's solver: ``"auto"`` (dense LU up to
+      :data:`DIRECT_MAX` target atoms, else CG), ``"cg"`` or ``"direct"`` (static).
+    cg_iterations: CG iterations per Newton step at most (static).
+    cg_tolerance: CG's relative residual tolerance (static).
     line_search: multipliers of each correction tried side by side, the one of
       highest dual objective kept (static). ``(0.0, 1.0)``: guarded (the plain
       update is a candidate); ``(1.0,)``: unguarded, one pass cheaper.
@@ -165,8 +217,8 @@ class SlicedSinkhorn:
       corrections can oscillate. Under ``jax.vmap`` both branches of the
       periodic choice run every iteration.
     every_step: the periodic correction's step size, or ``[L]`` coefficients.
-    anderson_memory: Anderson acceleration of the iterations after the
-      corrections, on ``g`` (static; 0: plain Sinkhorn iterations).
+    anderson_memory: Anderson acceleration of the Sinkhorn tail's
+      iterations after the corrections, on ``g`` (static; 0: plain Sinkhorn iterations).
     anderson_ridge: its ridge (OTT's default).
     threshold: stop when the column L1 marginal error is below it (traced).
     max_iterations: iteration cap (static).
@@ -177,7 +229,7 @@ class SlicedSinkhorn:
       the corrected one unless only plain Sinkhorn converged (static). The
       count is then never above plain Sinkhorn's (tested on random clouds,
       where the unguarded count is above it on 5 of 40:
-      ``benchmarks/corrections_random_clouds.py``); each iteration costs two
+      ``benchmarks/corrections_random_clouds.py`` at commit 301e8bd); each iteration costs two
       more kernel passes.
     stop_after_rejection: once the line search rejects a correction (the
       plain update had the higher dual), run plain (or Anderson) iterations
@@ -185,16 +237,22 @@ class SlicedSinkhorn:
       (static; needs the multiplier 0 in ``line_search``). A rejected
       correction says that this problem's slow modes are not sliced ones
       (2-D flow batches at epsilon = 2); on MNIST it costs 0.1-0.3
-      iterations (``benchmarks/flow_corrections.py``, docs/results.md).
+      iterations (``benchmarks/flow_corrections.py`` at commit 301e8bd).
       :func:`ottsliced.select_steps` times it against the other schedules.
   """
 
   def __init__(
     self,
-    theta: jax.Array,
+    theta: Optional[jax.Array] = None,
     steps: Any = DEFAULT_STEPS,
     *,
     initializer: Any = None,
+    tail: str = "auto",
+    annealing: Any = "auto",
+    max_plan_entries: int = 2**26,
+    newton_solve: str = "auto",
+    cg_iterations: int = 20,
+    cg_tolerance: float = 0.1,
     line_search: Sequence[float] = (0.0, 1.0),
     every: int = 0,
     every_step: Any = 1.0,
@@ -207,7 +265,7 @@ class SlicedSinkhorn:
     safeguard: bool = False,
     stop_after_rejection: bool = False,
   ):
-    if validation.is_concrete(theta) and np.ndim(theta) != 2:
+    if theta is not None and validation.is_concrete(theta) and np.ndim(theta) != 2:
       raise ValueError(f"`theta` must be [L, d], got shape {np.shape(theta)}.")
     coef = _coefficients("steps", steps, theta, per_correction=True)
     if int(every) < 0:
@@ -220,6 +278,22 @@ class SlicedSinkhorn:
       raise ValueError(
         f"need max_iterations >= 1 and 0 <= min_iterations <= max_iterations, got {max_iterations}, {min_iterations}."
       )
+    if tail not in TAILS:
+      raise ValueError(f"`tail` must be one of {TAILS}, got {tail!r}.")
+    self.tail, self.annealing = tail, _check_annealing(annealing)
+    if newton_solve not in NEWTON_SOLVES:
+      raise ValueError(f"`newton_solve` must be one of {NEWTON_SOLVES}, got {newton_solve!r}.")
+    self.newton_solve = newton_solve
+    if int(max_plan_entries) < 1 or int(cg_iterations) < 1 or not 0 < float(cg_tolerance) < 1:
+      raise ValueError(
+        "need max_plan_entries >= 1, cg_iterations >= 1 and 0 < cg_tolerance < 1, got "
+        f"{max_plan_entries}, {cg_iterations}, {cg_tolerance}."
+      )
+    self.max_plan_entries, self.cg_iterations, self.cg_tolerance = (
+      int(max_plan_entries),
+      int(cg_iterations),
+      float(cg_tolerance),
+    )
     self.theta, self.coef, self.initializer = theta, coef, initializer
     self.every, self.every_coef = int(every), every_coef
     if int(anderson_memory) < 0 or not anderson_ridge > 0:
@@ -232,7 +306,9 @@ class SlicedSinkhorn:
     self.safeguard = bool(safeguard)
     self.stop_after_rejection = bool(stop_after_rejection)
     # Static: the initializer predicts from the solver's own sorted projections (checked once, here).
-    self.shares_projections = isinstance(initializer, SlicedInitializer) and initializer.theta is theta
+    self.shares_projections = (
+      theta is not None and isinstance(initializer, SlicedInitializer) and initializer.theta is theta
+    )
 
   # ---------------------------------------------------------------- construction
   @classmethod
@@ -254,6 +330,12 @@ class SlicedSinkhorn:
     fields = {
       "steps": self.coef,
       "initializer": self.initializer,
+      "tail": self.tail,
+      "annealing": self.annealing,
+      "max_plan_entries": self.max_plan_entries,
+      "newton_solve": self.newton_solve,
+      "cg_iterations": self.cg_iterations,
+      "cg_tolerance": self.cg_tolerance,
       "line_search": self.line_search,
       "every": self.every,
       "every_step": self.every_coef,
@@ -274,9 +356,17 @@ class SlicedSinkhorn:
     return SlicedSinkhorn(theta, **fields)
 
   def bind(self, y: jax.Array) -> "SlicedSinkhorn":
-    """A copy bound to the target support ``y [m, d]`` (or a bank ``[K, m, d]``): sorted once, here."""
-    by, py = bind_supports(self.theta, y, "y")
-    return self.replace(support=BoundSupport(None, by, None, py))
+    """A copy bound to the target support ``y [m, d]`` (or a bank ``[K, m, d]``): sorted once, here.
+
+    Binding fixes the directions (drawn here for ``y``'s dimension when the
+    solver has none).
+    """
+    theta = self.theta
+    if theta is None:
+      shape = validation.check_points("y", y, ranks=(2, 3))
+      theta = directions(jax.random.key(0), shape[-1], DEFAULT_NUM_DIRECTIONS, dtype=jnp.asarray(y).dtype)
+    by, py = bind_supports(theta, y, "y")
+    return self.replace(theta=theta, support=BoundSupport(None, by, None, py))
 
   @property
   def num_corrections(self) -> int:
@@ -284,54 +374,131 @@ class SlicedSinkhorn:
     return self.coef.shape[0]
 
   # ---------------------------------------------------------------- solve
-  def _target_projections(self, x: jax.Array, y: jax.Array):
+  def _directions(self, dim: int, dtype: Any) -> jax.Array:
+    """``theta``, or :data:`DEFAULT_NUM_DIRECTIONS` directions drawn (deterministically) for dimension ``dim``."""
+    if self.theta is not None:
+      return self.theta
+    return directions(jax.random.key(0), dim, DEFAULT_NUM_DIRECTIONS, dtype=dtype)
+
+  def _coefs(self, theta: jax.Array, dtype: Any) -> Tuple[jax.Array, jax.Array]:
+    coef = _coefficients("steps", self.coef, theta, per_correction=True)
+    every_coef = _coefficients("every_step", self.every_coef, theta, per_correction=False)
+    return coef.astype(dtype), every_coef.astype(dtype)
+
+  def _target_projections(self, theta: jax.Array, x: jax.Array, y: jax.Array):
     if self.shares_projections:
       return self.initializer.projections(x, y)
     sup = self.support or BoundSupport(None, None, None, None)
-    return None, bound_projections(self.theta, "y", y, sup.y, sup.py)
+    return None, bound_projections(theta, "y", y, sup.y, sup.py)
 
-  def _start(self, prob: linear_problem.LinearProblem, px: Any, py: sliced.SortedProjections):
+  def _start(self, prob: linear_problem.LinearProblem, px: Any, py: Any):
     a, b = prob.a, prob.b
     ini = self.initializer
     if ini is None:
       f, g = jnp.zeros_like(a), jnp.zeros_like(b)
-    elif isinstance(ini, SlicedInitializer) and px is not None:
+    elif isinstance(ini, SlicedInitializer):
+      if px is None:
+        px, py = ini.projections(prob.geom.x, prob.geom.y)
       f, g, _ = ini.predict_from_projections(px, py, a, b, prob.geom.epsilon, prob.geom.x)
       g = jnp.zeros_like(b) if g is None else g
     else:
       f, g = ini(prob, lse_mode=True)
     return jnp.where(a > 0, f, -jnp.inf), jnp.where(b > 0, g, -jnp.inf)
 
-  def _prepare(self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]]):
-    """Check ``prob``; return its geometry, weights, the target's sorted projections and the start ``(f, g)``."""
-    geom, a, b = prob.geom, prob.a, prob.b
+  def _check(self, prob: linear_problem.LinearProblem) -> None:
+    geom = prob.geom
     x, y = getattr(geom, "x", None), getattr(geom, "y", None)
     if x is None or y is None:
       raise ValueError(f"SlicedSinkhorn needs a PointCloud geometry (point coordinates), got {type(geom).__name__}.")
     if not prob.is_balanced:
       raise ValueError("SlicedSinkhorn solves balanced problems (tau_a = tau_b = 1).")
-    if y.shape[-1] != self.theta.shape[1]:
+    if self.theta is not None and y.shape[-1] != self.theta.shape[1]:
       raise ValueError(f"the problem's points have dimension {y.shape[-1]} but theta has d={self.theta.shape[1]}.")
-    px, py = self._target_projections(x, y)
+
+  def _prepare(self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]]):
+    """Check ``prob``; return its geometry, weights, the target's sorted projections and the start ``(f, g)``."""
+    self._check(prob)
+    geom, a, b = prob.geom, prob.a, prob.b
+    theta = self._directions(geom.y.shape[-1], geom.y.dtype)
+    px, py = self._target_projections(theta, geom.x, geom.y)
     if init is None:
       f, g = self._start(prob, px, py)
     else:
       f, g = (jnp.where(a > 0, init[0], -jnp.inf), jnp.where(b > 0, init[1], -jnp.inf))
     return geom, a, b, py, f, g
 
+  def uses_newton(self, prob: linear_problem.LinearProblem) -> bool:
+    """Whether :meth:`__call__` ends with Newton steps on the stored plan (``tail``, geometry, plan size)."""
+    if self.tail == "sinkhorn":
+      return False
+    geom = prob.geom
+    dense = not getattr(geom, "is_online", False)
+    small = geom.shape[0] * geom.shape[1] <= self.max_plan_entries
+    if self.tail == "newton" and not dense:
+      raise ValueError("tail='newton' stores the cost matrix and the plan: not with an online geometry.")
+    return dense and (small or self.tail == "newton")
+
+  def warm_started(self, init: Any = None) -> bool:
+    """Whether the solve starts from a prediction or a given ``init`` (then ``annealing="auto"`` does not anneal)."""
+    return init is not None or self.initializer is not None
+
+  def _schedule(self, init: Any) -> Optional[Tuple[float, float]]:
+    if self.annealing == "auto":
+      return None if self.warm_started(init) else annealing_lib.DEFAULT_ANNEALING
+    return self.annealing
+
   def __call__(self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]] = None):
     """Solve ``prob`` (balanced, ``PointCloud`` geometry); ``init=(f, g)`` bypasses the initializer.
 
     Returns:
       OTT's ``SinkhornOutput``; ``errors[k]`` is the column L1 error after
-      iteration ``k + 1`` (``-1`` after the stop), as OTT's with ``inner_iterations=1``.
+      iteration ``k + 1`` (``inf`` during annealing, ``-1`` after the stop).
     """
-    geom, a, b, py, f, g = self._prepare(prob, init)
-    coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
-    f, g, trace = _solve(geom, a, b, f, g, py, coefs, self.threshold, self._static())
+    self._check(prob)
+    geom, a, b = prob.geom, prob.a, prob.b
+    eps = geom.epsilon
+    use_newton = self.uses_newton(prob)
+    theta = self._directions(geom.y.shape[-1], geom.y.dtype)
+    px = py = None
+    if not use_newton or (self.shares_projections and init is None):
+      px, py = self._target_projections(theta, geom.x, geom.y)
+    if init is None:
+      f, g = self._start(prob, px, py)
+    else:
+      f, g = (jnp.where(a > 0, init[0], -jnp.inf), jnp.where(b > 0, init[1], -jnp.inf))
+    trace = -jnp.ones((self.max_iterations,), f.dtype)
+    k = jnp.zeros((), jnp.int32)
+    plan = self._schedule(init)
+    if plan is not None:
+      start, decay = plan
+      eps0, sweeps = annealing_lib.schedule(annealing_lib.mean_cost(geom, a, b), eps, start, decay)
+      sweeps = jnp.minimum(sweeps, self.max_iterations - 1)
+      rows = lambda g_, e: _update(geom, a, f, g_, e, axis=1)  # noqa: E731
+      cols = lambda f_, e: _update(geom, b, f_, g, e, axis=0)  # noqa: E731
+      f, g = annealing_lib.anneal(rows, cols, f, g, eps0, sweeps, decay, eps)
+      trace = jnp.where(jnp.arange(self.max_iterations) < sweeps, jnp.inf, trace)
+      k = sweeps
+    threshold = jnp.asarray(self.threshold, dtype=f.dtype)
+    if use_newton:
+      state = newton.newton_tail(
+        geom.cost_matrix,
+        a,
+        b,
+        eps,
+        g,
+        k,
+        trace,
+        threshold,
+        min_iterations=self.min_iterations,
+        cg_iterations=self.cg_iterations,
+        cg_tolerance=self.cg_tolerance,
+        direct=self.newton_solve == "direct" or (self.newton_solve == "auto" and geom.shape[1] <= DIRECT_MAX),
+      )
+      f, g, trace = state.f, state.g, state.trace
+    else:
+      f, g, trace = _solve(geom, a, b, f, g, py, self._coefs(theta, f.dtype), threshold, self._static(), k, trace)
     last = jnp.maximum(jnp.sum(trace != -1) - 1, 0)
     err = trace[last]
-    threshold = jnp.asarray(self.threshold, dtype=trace.dtype)
     out = sinkhorn.SinkhornOutput(
       (f, g), errors=trace, threshold=threshold, converged=jnp.isfinite(err) & (err < threshold), inner_iterations=1
     )
@@ -345,7 +512,7 @@ class SlicedSinkhorn:
     coefficients regresses from (:func:`ottsliced.fitting.corrections.fit_correction_steps`).
     """
     geom, a, b, py, f, g = self._prepare(prob, None)
-    coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
+    coefs = self._coefs(self._directions(geom.y.shape[-1], geom.y.dtype), f.dtype)
     static = self._static(
       max_iterations=1 + self.num_corrections, min_iterations=0, every=0, anderson_memory=0, safeguard=False
     )
@@ -365,7 +532,7 @@ class SlicedSinkhorn:
     if num_iterations < 1 + self.num_corrections:
       raise ValueError(f"`num_iterations` must be >= 1 + K = {1 + self.num_corrections}, got {num_iterations}.")
     geom, a, b, py, f, g = self._prepare(prob, None)
-    coefs = (self.coef.astype(f.dtype), self.every_coef.astype(f.dtype))
+    coefs = self._coefs(self._directions(geom.y.shape[-1], geom.y.dtype), f.dtype)
     static = self._static(max_iterations=num_iterations, min_iterations=0, safeguard=False)
     _, _, trace = _solve(geom, a, b, f, g, py, coefs, 0.0, static, fixed=True)
     return trace
@@ -389,7 +556,8 @@ class SlicedSinkhorn:
     return tuple(overrides.get(name, getattr(self, name)) for name in self._STATIC_FIELDS)
 
   def _aux(self) -> Tuple[Any, ...]:
-    return (*self._static(), self.shares_projections)
+    extra = (self.tail, self.annealing, self.max_plan_entries, self.newton_solve, self.cg_iterations, self.cg_tolerance)
+    return (*self._static(), self.shares_projections, *extra)
 
   # ---------------------------------------------------------------- pytree
   def tree_flatten(self):  # noqa: D102
@@ -401,19 +569,24 @@ class SlicedSinkhorn:
     obj = object.__new__(cls)
     obj.theta, obj.coef, obj.every_coef, obj.initializer, obj.threshold, obj.support = children
     obj.line_search, obj.max_iterations, obj.min_iterations, obj.every, obj.anderson_memory = aux[:5]
-    obj.anderson_ridge, obj.safeguard, obj.stop_after_rejection, obj.shares_projections = aux[5:]
+    obj.anderson_ridge, obj.safeguard, obj.stop_after_rejection, obj.shares_projections = aux[5:9]
+    obj.tail, obj.annealing, obj.max_plan_entries, obj.newton_solve, obj.cg_iterations, obj.cg_tolerance = aux[9:]
     return obj
 
   def __repr__(self) -> str:
+    dirs = "theta=None" if self.theta is None else f"L={self.theta.shape[0]}, d={self.theta.shape[1]}"
     return (
-      f"SlicedSinkhorn(L={self.theta.shape[0]}, d={self.theta.shape[1]}, corrections={self.num_corrections}, "
-      f"line_search={self.line_search}, initializer={type(self.initializer).__name__}, "
+      f"SlicedSinkhorn({dirs}, tail={self.tail!r}, annealing={self.annealing!r}, "
+      f"corrections={self.num_corrections}, initializer={type(self.initializer).__name__}, "
       f"bound={self.support is not None})"
     )
 
 
-def _solve(geom, a, b, f, g, py, coefs, threshold, static, fixed=False):
-  """The loop: ``(f [n], g [m], errors [max_iterations])``; ``fixed``: all ``max_iterations``, as a ``lax.scan``."""
+def _solve(geom, a, b, f, g, py, coefs, threshold, static, k0=None, trace=None, fixed=False):
+  """The loop: ``(f [n], g [m], errors [max_iterations])``; ``fixed``: all ``max_iterations``, as a ``lax.scan``.
+
+  ``k0`` iterations are already in ``trace`` (annealing): the loop continues it.
+  """
   line_search, max_iterations, min_iterations, every, memory, ridge, safeguard, stop_after_rejection = static
   coef, every_coef = coefs
   eps = geom.epsilon
@@ -473,10 +646,11 @@ def _solve(geom, a, b, f, g, py, coefs, threshold, static, fixed=False):
       return corrected(coef_k, state)
     return jax.lax.cond(state[7], functools.partial(corrected, coef_k), step, state)
 
-  trace = -jnp.ones((max_iterations,), f.dtype)
+  trace = -jnp.ones((max_iterations,), f.dtype) if trace is None else trace
+  k0 = jnp.zeros((), jnp.int32) if k0 is None else k0
   history = (jnp.zeros((memory, b.shape[0]), f.dtype),) * 2 + (jnp.zeros((), jnp.int32),)
   g_next = t_b(f, g)
-  start = (jnp.zeros((), jnp.int32), f, g, g_next, trace, jnp.zeros((), bool), history, jnp.ones((), bool))
+  start = (k0, f, g, g_next, trace, jnp.zeros((), bool), history, jnp.ones((), bool))
   state = plain(start)
   body = _body(step, corrected, every, coef, every_coef)
   if safeguard and not fixed:

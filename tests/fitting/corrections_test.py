@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import CORRECTED_LOOP
 
 import ottsliced as ots
 from ottsliced.fitting.corrections import fit_correction_steps
@@ -20,7 +21,7 @@ def truth(digits_train):
 
 @pytest.fixture(scope="module")
 def fit(digits_train, truth):
-  solver = SlicedSinkhorn(ots.directions(THETA_KEY, 2, L), threshold=1e-3)
+  solver = SlicedSinkhorn(ots.directions(THETA_KEY, 2, L), threshold=1e-3, **CORRECTED_LOOP)
   return fit_correction_steps(digits_train.take(slice(0, 24)), solver, num_corrections=2, truth=truth)
 
 
@@ -77,7 +78,7 @@ def test_correction_state_is_the_solvers_state(digits_test, fit):
 
 def test_fitted_steps_save_iterations_and_keep_the_solution(digits_test, fit):
   """On held-out pairs the fitted corrections need fewer iterations than zeros and reach Sinkhorn's plan."""
-  zeros = SlicedSinkhorn(fit.solver.theta, (), anderson_memory=0, threshold=1e-3)
+  zeros = SlicedSinkhorn(fit.solver.theta, (), anderson_memory=0, threshold=1e-3, **CORRECTED_LOOP)
   fitted = fit.solver.replace(anderson_memory=0).bind(digits_test.y)
   run = jax.jit(lambda solver, prob: solver(prob))
   iters = {"zeros": [], "fitted": []}
@@ -94,13 +95,13 @@ def test_fitted_steps_save_iterations_and_keep_the_solution(digits_test, fit):
 
 def test_bad_input_gets_clear_errors(digits_train):
   batch = digits_train.take(slice(0, 2))
-  solver = SlicedSinkhorn(ots.directions(THETA_KEY, 2, 4))
+  solver = SlicedSinkhorn(ots.directions(THETA_KEY, 2, 4), **CORRECTED_LOOP)
   with pytest.raises(ValueError, match="SlicedSinkhorn"):
     fit_correction_steps(batch, object())
   with pytest.raises(ValueError, match="num_corrections"):
     fit_correction_steps(batch, solver, num_corrections=0)
   with pytest.raises(ValueError, match="d=3"):
-    fit_correction_steps(batch, SlicedSinkhorn(ots.directions(THETA_KEY, 3, 4)))
+    fit_correction_steps(batch, SlicedSinkhorn(ots.directions(THETA_KEY, 3, 4), **CORRECTED_LOOP))
   with pytest.raises(ValueError, match="ridge"):
     fit_correction_steps(batch, solver, ridge=-1.0)
 
@@ -108,7 +109,9 @@ def test_bad_input_gets_clear_errors(digits_train):
 def test_fixed_iterations_errors_are_the_solvers_and_differentiable(digits_test):
   """The unrolled trace equals the solver's own (corrections, line search, Anderson); gradients reach the steps."""
   prob = digits_test.problem(5)
-  solver = SlicedSinkhorn(ots.directions(THETA_KEY, 2, L), threshold=0.0, max_iterations=8).bind(digits_test.y)
+  solver = SlicedSinkhorn(ots.directions(THETA_KEY, 2, L), threshold=0.0, max_iterations=8, **CORRECTED_LOOP).bind(
+    digits_test.y
+  )
   out = jax.jit(lambda s, p: s(p))(solver, prob)
   fixed = jax.jit(lambda s, p: s.fixed_iterations_errors(p, 8))(solver, prob)
   np.testing.assert_allclose(fixed, out.errors, rtol=1e-5)
@@ -126,7 +129,7 @@ def test_fixed_iterations_errors_are_the_solvers_and_differentiable(digits_test)
 
 def test_sweep_fit_lowers_its_loss_and_beats_the_default_steps(digits_train, digits_test):
   """Through 3 differentiated sweeps, no ground truth: the loss goes down and held-out pairs need fewer iterations."""
-  solver = SlicedSinkhorn(ots.directions(THETA_KEY, 2, L), threshold=1e-3, anderson_memory=0)
+  solver = SlicedSinkhorn(ots.directions(THETA_KEY, 2, L), threshold=1e-3, anderson_memory=0, **CORRECTED_LOOP)
   fit = fit_correction_steps(digits_train.take(slice(0, 24)), solver, method="sweeps", sweeps=3, num_steps=200)
   assert fit.coef.shape == (2, L)
   assert fit.explained.size == 0
@@ -146,7 +149,7 @@ def test_sweep_fit_lowers_its_loss_and_beats_the_default_steps(digits_train, dig
 
 def test_unknown_fit_method_is_refused(digits_train):
   batch = digits_train.take(slice(0, 2))
-  solver = SlicedSinkhorn(ots.directions(THETA_KEY, 2, 4))
+  solver = SlicedSinkhorn(ots.directions(THETA_KEY, 2, 4), **CORRECTED_LOOP)
   with pytest.raises(ValueError, match="method"):
     fit_correction_steps(batch, solver, method="newton")
   with pytest.raises(ValueError, match="sweeps"):
@@ -156,7 +159,7 @@ def test_unknown_fit_method_is_refused(digits_train):
 @pytest.fixture(scope="module")
 def corrected(ra_model, digits_train, truth):
   """Corrections fitted after RA-OT's start (regression, K = 2)."""
-  solver = SlicedSinkhorn.from_initializer(ra_model, threshold=1e-3)
+  solver = SlicedSinkhorn.from_initializer(ra_model, threshold=1e-3, **CORRECTED_LOOP)
   return fit_correction_steps(digits_train.take(slice(0, 24)), solver, num_corrections=2, truth=truth)
 
 
@@ -170,13 +173,13 @@ class TestCorrectionsInTheModel:
     prob = digits_test.problem(2)
     np.testing.assert_array_equal(model.predict_potentials(prob)[0], ra_model.predict_potentials(prob)[0])
     run = jax.jit(lambda solver, prob: solver(prob))
-    carried = run(SlicedSinkhorn.from_initializer(model, threshold=1e-3), prob)
+    carried = run(SlicedSinkhorn.from_initializer(model, threshold=1e-3, **CORRECTED_LOOP), prob)
     fitted = run(corrected.solver, prob)
     np.testing.assert_array_equal(carried.errors, fitted.errors)
     np.testing.assert_array_equal(carried.f, fitted.f)
-    default = run(SlicedSinkhorn.from_initializer(ra_model, threshold=1e-3), prob)
+    default = run(SlicedSinkhorn.from_initializer(ra_model, threshold=1e-3, **CORRECTED_LOOP), prob)
     assert not np.array_equal(np.asarray(default.errors), np.asarray(carried.errors))
-    explicit = SlicedSinkhorn.from_initializer(model, (), threshold=1e-3)  # explicit steps win
+    explicit = SlicedSinkhorn.from_initializer(model, (), threshold=1e-3, **CORRECTED_LOOP)  # explicit steps win
     assert explicit.num_corrections == 0
 
   def test_new_corrections_do_not_retrace(self, corrected, digits_test):
@@ -186,7 +189,7 @@ class TestCorrectionsInTheModel:
     @jax.jit
     def solve(model, prob):
       traces.append(1)
-      return SlicedSinkhorn.from_initializer(model, threshold=1e-3)(prob).errors
+      return SlicedSinkhorn.from_initializer(model, threshold=1e-3, **CORRECTED_LOOP)(prob).errors
 
     prob = digits_test.problem(0)
     first = solve(model, prob)
@@ -208,8 +211,8 @@ class TestCorrectionsInTheModel:
     prob = digits_test.problem(1)
     run = jax.jit(lambda solver, prob: solver(prob))
     np.testing.assert_array_equal(
-      run(SlicedSinkhorn.from_initializer(loaded, threshold=1e-3), prob).f,
-      run(SlicedSinkhorn.from_initializer(corrected.model, threshold=1e-3), prob).f,
+      run(SlicedSinkhorn.from_initializer(loaded, threshold=1e-3, **CORRECTED_LOOP), prob).f,
+      run(SlicedSinkhorn.from_initializer(corrected.model, threshold=1e-3, **CORRECTED_LOOP), prob).f,
     )
     corrected.model.replace(corrections=None).save(tmp_path / "plain.npz")
     assert npz.load_npz(tmp_path / "plain.npz", _FORMAT, 3)[1]["format_version"] == 1
@@ -222,7 +225,7 @@ class TestCorrectionsInTheModel:
       ra_model.replace(corrections=np.ones(num))
     with pytest.raises(ValueError, match="finite"):
       ra_model.replace(corrections=np.full((1, num), np.nan))
-    zeros_start = SlicedSinkhorn(ots.directions(THETA_KEY, 2, 4))
+    zeros_start = SlicedSinkhorn(ots.directions(THETA_KEY, 2, 4), **CORRECTED_LOOP)
     fit = fit_correction_steps(digits_train.take(slice(0, 2)), zeros_start, num_corrections=1)
     with pytest.raises(ValueError, match="not a SlicedInitializer"):
       _ = fit.model

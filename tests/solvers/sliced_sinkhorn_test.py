@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import FLOW_SOURCE, FLOW_TARGET, random_measure
+from helpers import CORRECTED_LOOP, FLOW_SOURCE, FLOW_TARGET, random_measure
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ott.geometry import pointcloud
@@ -45,7 +45,9 @@ def test_no_corrections_is_otts_sinkhorn(x64):
   theta = ots.directions(jax.random.key(0), 2, 8)
   for threshold in (1e-2, 1e-5):
     ref = sinkhorn.Sinkhorn(threshold=threshold, inner_iterations=1, max_iterations=3000)(prob)
-    out = _solve(SlicedSinkhorn(theta, (), anderson_memory=0, threshold=threshold, max_iterations=3000), prob)
+    out = _solve(
+      SlicedSinkhorn(theta, (), anderson_memory=0, threshold=threshold, max_iterations=3000, **CORRECTED_LOOP), prob
+    )
     assert _iterations(out) == _iterations(ref) > 3
     np.testing.assert_allclose(out.errors, ref.errors, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(out.f[a > 0], ref.f[a > 0], rtol=1e-10, atol=1e-10)
@@ -65,7 +67,7 @@ def test_corrected_reaches_sinkhorns_solution(x64, line_search, every):
   assert bool(ref.converged)
   theta = ots.directions(jax.random.key(1), 2, 16, dtype=jnp.float64)
   kw = {"line_search": line_search, "every": every, "threshold": 1e-12, "max_iterations": 50_000}
-  solver = SlicedSinkhorn(theta, (2.0, 1.0), **kw)
+  solver = SlicedSinkhorn(theta, (2.0, 1.0), **kw, **CORRECTED_LOOP)
   out = _solve(solver, prob)
   assert bool(out.converged)
   np.testing.assert_allclose(_centred(out.f, a), _centred(ref.f, a), atol=1e-8)
@@ -79,10 +81,10 @@ def test_corrections_save_iterations_on_digits(digits_test, ra_model):
   counts = {}
   kw = {"threshold": 1e-3, "anderson_memory": 0}  # the corrections alone
   solvers = {
-    "zeros": SlicedSinkhorn(theta, (), **kw),
-    "zeros + corrections": SlicedSinkhorn(theta, **kw).bind(digits_test.y),
-    "RA-OT": SlicedSinkhorn.from_initializer(ra_model.bind(digits_test.x), (), **kw),
-    "RA-OT + corrections": SlicedSinkhorn.from_initializer(ra_model.bind(digits_test.x), **kw),
+    "zeros": SlicedSinkhorn(theta, (), **kw, **CORRECTED_LOOP),
+    "zeros + corrections": SlicedSinkhorn(theta, **kw, **CORRECTED_LOOP).bind(digits_test.y),
+    "RA-OT": SlicedSinkhorn.from_initializer(ra_model.bind(digits_test.x), (), **kw, **CORRECTED_LOOP),
+    "RA-OT + corrections": SlicedSinkhorn.from_initializer(ra_model.bind(digits_test.x), **kw, **CORRECTED_LOOP),
   }
   for name, solver in solvers.items():
     counts[name] = np.mean([_iterations(_solve(solver, digits_test.problem(i))) for i in range(10)])
@@ -95,10 +97,10 @@ def test_from_initializer_equals_explicit_warm_start(digits_test, ra_model):
   """Sharing the model's sorted projections gives the same solve as starting from its prediction."""
   prob = digits_test.problem(4)
   bound = ra_model.bind(digits_test.x)
-  shared = SlicedSinkhorn.from_initializer(bound, threshold=1e-3)
+  shared = SlicedSinkhorn.from_initializer(bound, threshold=1e-3, **CORRECTED_LOOP)
   assert shared.shares_projections
   f0, g0 = bound.predict_potentials(prob)
-  explicit = SlicedSinkhorn(ra_model.theta, threshold=1e-3).bind(digits_test.y)
+  explicit = SlicedSinkhorn(ra_model.theta, threshold=1e-3, **CORRECTED_LOOP).bind(digits_test.y)
   out, ref = _solve(shared, prob), explicit(prob, init=(f0, jnp.zeros_like(g0)))
   assert _iterations(out) == _iterations(ref)
   np.testing.assert_allclose(out.f, ref.f, rtol=1e-5, atol=1e-5)
@@ -110,7 +112,7 @@ def test_padding_changes_nothing(x64):
   x, a = random_measure(rs, 30, 2)
   y, b = random_measure(rs, 25, 2)
   theta = ots.directions(jax.random.key(2), 2, 16, dtype=jnp.float64)
-  solver = SlicedSinkhorn(theta, threshold=1e-6, every=4)
+  solver = SlicedSinkhorn(theta, threshold=1e-6, every=4, **CORRECTED_LOOP)
   out = _solve(solver, _problem(x, y, a, b, 0.05))
   xp = np.concatenate([x, rs.normal(size=(7, 2)) * 3])
   yp = np.concatenate([y, rs.normal(size=(5, 2)) * 3])
@@ -136,7 +138,7 @@ def test_jits_once_for_new_coefficients(digits_test):
 
   prob = digits_test.problem(0)
   theta = ots.directions(jax.random.key(0), 2, 16)
-  base = SlicedSinkhorn(theta, (2.0, 1.0), threshold=1e-3).bind(digits_test.y)
+  base = SlicedSinkhorn(theta, (2.0, 1.0), threshold=1e-3, **CORRECTED_LOOP).bind(digits_test.y)
   first = solve(base, prob)
   second = solve(base.replace(steps=jnp.asarray(np.random.default_rng(0).uniform(0, 0.2, (2, 16)), jnp.float32)), prob)
   third = solve(base.replace(threshold=1e-2), prob)
@@ -148,15 +150,15 @@ def test_jits_once_for_new_coefficients(digits_test):
 def test_bad_input_gets_clear_errors(digits_test):
   theta = ots.directions(jax.random.key(0), 2, 16)
   with pytest.raises(ValueError, match="steps"):
-    SlicedSinkhorn(theta, np.ones((2, 5)))
+    SlicedSinkhorn(theta, np.ones((2, 5)), **CORRECTED_LOOP)
   with pytest.raises(ValueError, match="line_search"):
-    SlicedSinkhorn(theta, line_search=())
+    SlicedSinkhorn(theta, line_search=(), **CORRECTED_LOOP)
   with pytest.raises(ValueError, match="every"):
-    SlicedSinkhorn(theta, every=-1)
+    SlicedSinkhorn(theta, every=-1, **CORRECTED_LOOP)
   with pytest.raises(ValueError, match="dimension"):
-    SlicedSinkhorn(ots.directions(jax.random.key(0), 3, 16))(digits_test.problem(0))
+    SlicedSinkhorn(ots.directions(jax.random.key(0), 3, 16), **CORRECTED_LOOP)(digits_test.problem(0))
   with pytest.raises(ValueError, match="shape"):
-    SlicedSinkhorn(theta).bind(np.zeros((10, 2)))(digits_test.problem(0))
+    SlicedSinkhorn(theta, **CORRECTED_LOOP).bind(np.zeros((10, 2)))(digits_test.problem(0))
 
 
 def _padded_problem(n, m, seed, epsilon, zero_frac, size=40):
@@ -195,7 +197,9 @@ def test_hypothesis_converges_to_sinkhorns_solution(n, m, seed, epsilon, zero_fr
   plain = sinkhorn.Sinkhorn(threshold=1e-3, inner_iterations=1, max_iterations=5000)(prob)
   assume(bool(plain.converged))  # float32 Sinkhorn stalls above 1e-3 on a few clouds at epsilon = 0.02
   theta = ots.directions(jax.random.key(seed), 2, 16)
-  out = _solve(SlicedSinkhorn(theta, threshold=1e-3, max_iterations=5000, anderson_memory=memory), prob)
+  out = _solve(
+    SlicedSinkhorn(theta, threshold=1e-3, max_iterations=5000, anderson_memory=memory, **CORRECTED_LOOP), prob
+  )
   assert bool(out.converged)
   np.testing.assert_allclose(float(out.reg_ot_cost), float(plain.reg_ot_cost), rtol=1e-3, atol=1e-4)
   np.testing.assert_allclose(out.matrix, plain.matrix, atol=2e-3)
@@ -211,7 +215,9 @@ STALL = (21, 38, 9624, 0.02, 0.3)  # a slow float32 cloud: plain Sinkhorn needs 
 )
 def test_anderson_stall_float32_known_defect():
   prob = _padded_problem(*STALL)
-  solver = SlicedSinkhorn(ots.directions(jax.random.key(STALL[2]), 2, 16), threshold=1e-3, max_iterations=5000)
+  solver = SlicedSinkhorn(
+    ots.directions(jax.random.key(STALL[2]), 2, 16), threshold=1e-3, max_iterations=5000, **CORRECTED_LOOP
+  )
   assert bool(_solve(solver, prob).converged)
 
 
@@ -219,7 +225,7 @@ def test_safeguard_converges_where_anderson_stalls():
   prob = _padded_problem(*STALL)
   plain = sinkhorn.Sinkhorn(threshold=1e-3, inner_iterations=1, max_iterations=5000)(prob)
   theta = ots.directions(jax.random.key(STALL[2]), 2, 16)
-  out = _solve(SlicedSinkhorn(theta, threshold=1e-3, max_iterations=5000, safeguard=True), prob)
+  out = _solve(SlicedSinkhorn(theta, threshold=1e-3, max_iterations=5000, safeguard=True, **CORRECTED_LOOP), prob)
   assert bool(plain.converged)
   assert bool(out.converged)
   assert int(ots.num_iterations(out)) <= int(ots.num_iterations(plain))
@@ -236,8 +242,8 @@ def test_safeguard_returns_plain_sinkhorn_where_corrections_lose(x64):
   theta = ots.directions(jax.random.key(0), 2, 16, dtype=jnp.float64)
   kw = {"threshold": 1e-3, "max_iterations": 20_000, "anderson_memory": 0}
   ref = _plain(prob)
-  unguarded = _solve(SlicedSinkhorn(theta, **kw), prob)
-  guarded = _solve(SlicedSinkhorn(theta, safeguard=True, **kw), prob)
+  unguarded = _solve(SlicedSinkhorn(theta, **kw, **CORRECTED_LOOP), prob)
+  guarded = _solve(SlicedSinkhorn(theta, safeguard=True, **kw, **CORRECTED_LOOP), prob)
   assert _iterations(unguarded) > _iterations(ref)  # measured 1760 against 1645: the case exercises the race
   assert _iterations(guarded) == _iterations(ref)
   assert bool(guarded.converged)
@@ -254,7 +260,9 @@ def test_hypothesis_safeguard_never_more_iterations_than_sinkhorn(n, m, seed, ep
   ref = _plain(prob)
   assume(bool(ref.converged))
   theta = ots.directions(jax.random.key(seed), 2, 16, dtype=jnp.float64)
-  solver = SlicedSinkhorn(theta, threshold=1e-3, max_iterations=20_000, anderson_memory=memory, safeguard=True)
+  solver = SlicedSinkhorn(
+    theta, threshold=1e-3, max_iterations=20_000, anderson_memory=memory, safeguard=True, **CORRECTED_LOOP
+  )
   out = _solve(solver, prob)
   assert bool(out.converged)
   assert _iterations(out) <= _iterations(ref)
@@ -268,14 +276,112 @@ def test_stop_after_rejection_skips_the_corrections_after_a_rejected_one(x64):
   x1 = FLOW_TARGET(jax.random.key(2), 32).astype(jnp.float64)
   flow = linear_problem.LinearProblem(pointcloud.PointCloud(x0, x1, epsilon=2.0))  # first correction rejected
   run = jax.jit(lambda s, p: s(p))
-  stopped = run(SlicedSinkhorn(theta4, (2.0, 1.0), threshold=1e-6, stop_after_rejection=True), flow)
-  one = run(SlicedSinkhorn(theta4, (2.0,), threshold=1e-6), flow)
-  both = run(SlicedSinkhorn(theta4, (2.0, 1.0), threshold=1e-6), flow)
+  stopped = run(SlicedSinkhorn(theta4, (2.0, 1.0), threshold=1e-6, stop_after_rejection=True, **CORRECTED_LOOP), flow)
+  one = run(SlicedSinkhorn(theta4, (2.0,), threshold=1e-6, **CORRECTED_LOOP), flow)
+  both = run(SlicedSinkhorn(theta4, (2.0, 1.0), threshold=1e-6, **CORRECTED_LOOP), flow)
   np.testing.assert_array_equal(stopped.errors, one.errors)  # the second slot ran a plain (Anderson) iteration
   np.testing.assert_array_equal(stopped.f, one.f)
   assert not np.array_equal(np.asarray(stopped.errors), np.asarray(both.errors))  # ... which the default corrects
   theta = ots.directions(jax.random.key(0), 2, 16, dtype=jnp.float64)
   prob = digit_pairs(1, epsilon=1e-2, seed=0).problem(0)  # both corrections accepted: nothing changes
-  out = run(SlicedSinkhorn(theta, threshold=1e-6, stop_after_rejection=True), prob)
-  np.testing.assert_array_equal(out.errors, run(SlicedSinkhorn(theta, threshold=1e-6), prob).errors)
+  out = run(SlicedSinkhorn(theta, threshold=1e-6, stop_after_rejection=True, **CORRECTED_LOOP), prob)
+  np.testing.assert_array_equal(out.errors, run(SlicedSinkhorn(theta, threshold=1e-6, **CORRECTED_LOOP), prob).errors)
   assert bool(out.converged)
+
+
+# ------------------------------------------------------------------ the default solver: annealing, then Newton steps
+
+
+@pytest.mark.parametrize("eps", [0.5, 0.05, 0.005])
+def test_default_solver_reaches_otts_solution(x64, eps):
+  """No argument but the threshold: annealed when epsilon is small, Newton steps on the plan, OTT's solution."""
+  rs = np.random.default_rng(11)
+  x, a = random_measure(rs, 40, 3, zero_frac=0.2)
+  y, b = random_measure(rs, 30, 3, zero_frac=0.2)
+  prob = _problem(x, y, a, b, eps)
+  solver = SlicedSinkhorn(threshold=1e-9, max_iterations=5000)
+  assert solver.uses_newton(prob)
+  out = _solve(solver, prob)
+  assert bool(out.converged)
+  ref = sinkhorn.Sinkhorn(threshold=1e-11, max_iterations=500_000)(prob)
+  np.testing.assert_allclose(out.matrix, ref.matrix, atol=1e-9)
+  np.testing.assert_allclose(float(out.reg_ot_cost), float(ref.reg_ot_cost), rtol=1e-8)
+  errors = np.asarray(out.errors)
+  sweeps = int(np.sum(np.isinf(errors)))  # annealing sweeps carry no error at the target
+  assert (sweeps > 0) == (eps < 0.1 * float(a @ prob.geom.cost_matrix @ b))
+  assert np.all(np.isinf(errors[:sweeps]))
+  assert errors[_iterations(out) - 1] < 1e-9
+
+
+def test_default_solver_is_faster_than_sinkhorn_in_iterations_at_small_epsilon():
+  """On a clustered cloud at 1e-3 of the mean cost plain Sinkhorn needs thousands of iterations, the default < 100."""
+  rs = np.random.default_rng(3)
+  centres = rs.normal(size=(5, 2)) * 3
+  x = centres[rs.integers(5, size=200)] + rs.normal(size=(200, 2))
+  y = centres[rs.integers(5, size=200)] + 1.5 + rs.normal(size=(200, 2))
+  a, b = jnp.full(200, 1 / 200), jnp.full(200, 1 / 200)
+  geom = pointcloud.PointCloud(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+  prob = _problem(x.astype(np.float32), y.astype(np.float32), a, b, 1e-3 * float(jnp.mean(geom.cost_matrix)))
+  out = _solve(SlicedSinkhorn(threshold=1e-3, max_iterations=20_000), prob)
+  plain = sinkhorn.Sinkhorn(threshold=1e-3, max_iterations=20_000)(prob)
+  assert bool(out.converged)
+  assert bool(plain.converged)
+  assert _iterations(out) < 100 < int(plain.n_iters) / 10
+
+
+def test_online_geometry_runs_the_corrected_loop_after_annealing(x64):
+  rs = np.random.default_rng(4)
+  x, a = random_measure(rs, 30, 2)
+  y, b = random_measure(rs, 20, 2)
+  online = linear_problem.LinearProblem(
+    pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y), epsilon=0.05, batch_size=8), jnp.asarray(a), jnp.asarray(b)
+  )
+  solver = SlicedSinkhorn(threshold=1e-9, max_iterations=5000, annealing=(1.0, 0.9))
+  assert not solver.uses_newton(online)
+  out = _solve(solver, online)
+  assert bool(out.converged)
+  assert np.isinf(np.asarray(out.errors)[0])  # annealed from the mean cost
+  ref = sinkhorn.Sinkhorn(threshold=1e-11, max_iterations=200_000)(_problem(x, y, a, b, 0.05))
+  np.testing.assert_allclose(out.matrix, ref.matrix, atol=1e-8)
+  with pytest.raises(ValueError, match="online"):
+    SlicedSinkhorn(tail="newton").uses_newton(online)
+
+
+def test_a_warm_start_skips_the_annealing(digits_test, ra_model):
+  prob = digits_test.problem(1)
+  cold = _solve(SlicedSinkhorn(threshold=1e-3, annealing=(10.0, 0.9)), prob)  # forced annealing from zeros
+  warm = _solve(SlicedSinkhorn.from_initializer(ra_model.bind(digits_test.x), threshold=1e-3), prob)
+  assert np.isinf(np.asarray(cold.errors)[0])
+  assert np.all(np.isfinite(np.asarray(warm.errors)[: _iterations(warm)]))
+  assert bool(warm.converged)
+  assert bool(cold.converged)
+
+
+def test_default_solver_under_vmap_and_direct_newton_steps(x64):
+  rs = np.random.default_rng(5)
+  pairs = [(random_measure(rs, 25, 2, 0.1), random_measure(rs, 25, 2, 0.1)) for _ in range(3)]
+  xs, a_s = np.stack([p[0][0] for p in pairs]), np.stack([p[0][1] for p in pairs])
+  ys, b_s = np.stack([p[1][0] for p in pairs]), np.stack([p[1][1] for p in pairs])
+
+  def one(solver, x, y, a, b):
+    return solver(_problem(x, y, a, b, 0.01)).matrix
+
+  for direct in (False, True):
+    solver = SlicedSinkhorn(threshold=1e-10, newton_solve="direct" if direct else "cg")
+    batched = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)))(solver, xs, ys, a_s, b_s)
+    for i in range(3):
+      ref = sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=200_000)(_problem(xs[i], ys[i], a_s[i], b_s[i], 0.01))
+      np.testing.assert_allclose(batched[i], ref.matrix, atol=1e-9)
+
+
+def test_bad_settings_are_refused():
+  with pytest.raises(ValueError, match="tail"):
+    SlicedSinkhorn(tail="fast")
+  with pytest.raises(ValueError, match="annealing"):
+    SlicedSinkhorn(annealing=(0.1, 1.5))
+  with pytest.raises(ValueError, match="annealing"):
+    SlicedSinkhorn(annealing="yes")
+  with pytest.raises(ValueError, match="newton_solve"):
+    SlicedSinkhorn(newton_solve="lu")
+  with pytest.raises(ValueError, match="cg_tolerance"):
+    SlicedSinkhorn(cg_tolerance=0.0)

@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from helpers import CORRECTED_LOOP
 
 import ottsliced as ots
 from ottsliced.solvers.sliced_sinkhorn import DEFAULT_STEPS
@@ -11,7 +12,7 @@ from ottsliced.solvers.step_selection import DEFAULT_CANDIDATES, select_steps
 
 def test_selection_keeps_the_fastest_candidate_that_converges(digits_test):
   theta = ots.directions(jax.random.key(0), 2, 16)
-  solver = ots.SlicedSinkhorn(theta, threshold=1e-2)
+  solver = ots.SlicedSinkhorn(theta, threshold=1e-2, **CORRECTED_LOOP)
   problems = digits_test.take(np.arange(2))
   candidates = [{"steps": ()}, {"steps": DEFAULT_STEPS}, {"steps": (), "max_iterations": 2}]
   sel = select_steps(problems, solver, candidates, repeats=2)
@@ -29,7 +30,7 @@ def test_selection_keeps_the_fastest_candidate_that_converges(digits_test):
 
 def test_default_candidates_and_bad_arguments(digits_test):
   theta = ots.directions(jax.random.key(0), 2, 8)
-  solver = ots.SlicedSinkhorn(theta, threshold=1e-2)
+  solver = ots.SlicedSinkhorn(theta, threshold=1e-2, **CORRECTED_LOOP)
   sel = select_steps(digits_test.take(np.arange(1)), solver, repeats=1)
   assert sel.candidates == DEFAULT_CANDIDATES
   assert sel.ms.shape == (len(DEFAULT_CANDIDATES),)

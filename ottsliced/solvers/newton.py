@@ -1,0 +1,263 @@
+r"""Newton steps on the entropic semi-dual with the plan stored: the tail of Sinkhorn in a few exp passes.
+
+Near its solution Sinkhorn is a linear fixed-point iteration whose contraction
+tends to one as :math:`\varepsilon` shrinks: mass that must travel far moves by
+about :math:`\sqrt\varepsilon` per sweep, and the tail takes hundreds or
+thousands of sweeps. Each sweep evaluates ``n m`` exponentials. Newton's method
+on the dual (Brauer, Clason, Lorenz and Wirth, 2017) needs a handful of steps,
+and each step's linear system only needs products with the plan, which cost a
+multiply-add per entry instead of an exponential once the plan is stored.
+
+With the rows exact, :math:`f=\mathcal T_a g`, the plan is
+:math:`P=\mathrm{diag}(a/s)\,e^{(g-C)/\varepsilon}` (``s`` the row sums of the
+exponentials) and its columns :math:`c=P^\top\mathbf 1` miss ``b``. The
+semi-dual :math:`D(g)=\langle a,\mathcal T_a g\rangle+\langle b,g\rangle` is
+concave with gradient :math:`b-c`; eliminating the source update from the full
+Newton system leaves the Schur complement
+
+.. math::
+
+  \big(\mathrm{diag}(c)-P^\top\mathrm{diag}(1/a)\,P\big)\,\Delta g=\varepsilon\,(b-c),
+
+symmetric positive semi-definite (its null space is the constant gauge), solved
+by conjugate gradients preconditioned by :math:`\mathrm{diag}(c)`: the
+preconditioned operator is :math:`I-M` with :math:`M` Sinkhorn's own iteration
+matrix, so a few CG iterations (``sqrt`` of Sinkhorn's sweeps) do what
+Sinkhorn's tail does, each with two products with the stored plan.
+
+A step :math:`g+t\Delta g` is accepted when it raises the semi-dual (``t`` =
+1, 1/2, 1/4, ...); the exponentials of that test are the next plan, so an
+accepted step costs one exponential pass. When no step raises the dual (far
+from the solution, or float32 round-off in CG), a Sinkhorn iteration is taken
+instead: the dual never decreases. The column error is read from the stored
+plan at no extra cost. Needs the cost matrix: ``n m`` entries for the cost and
+as many for the plan (:class:`~ottsliced.SlicedSinkhorn` chooses this tail only
+below its ``max_plan_entries``).
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["NewtonState", "column_update", "newton_tail", "row_update"]
+
+
+class NewtonState(NamedTuple):
+  """The loop state of :func:`newton_tail`.
+
+  Attributes:
+    k: iterations done (annealing and earlier phases included: the trace's next index).
+    g: ``[m]`` target potential (``-inf`` at zero weights).
+    f: ``[n]`` source potential :math:`\\mathcal T_a g` (rows exact).
+    plan: ``[n, m]`` the plan of ``(f, g)``.
+    dual: the semi-dual :math:`\\langle a,f\\rangle+\\langle b,g\\rangle`.
+    columns: ``[m]`` the plan's column sums.
+    trace: ``[max_iterations]`` column L1 errors (``-1`` after the stop).
+    done: stopped.
+    damping: the Levenberg-Marquardt damping of the next step.
+  """
+
+  k: jax.Array
+  g: jax.Array
+  f: jax.Array
+  plan: jax.Array
+  dual: jax.Array
+  columns: jax.Array
+  trace: jax.Array
+  done: jax.Array
+  damping: jax.Array
+
+
+def _masked_sum(w: jax.Array, v: jax.Array) -> jax.Array:
+  return jnp.sum(jnp.where(w > 0, w * v, 0.0))
+
+
+def row_update(cost: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, epsilon: Any):
+  r"""``(f, plan, dual, columns)`` of :math:`f=\mathcal T_a g`: one exponential pass over ``cost [n, m]``."""
+  z = (g[None, :] - cost) / epsilon
+  top = jnp.max(z, axis=1, keepdims=True)
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
+  e = jnp.exp(z - top)
+  s = jnp.sum(e, axis=1, keepdims=True)
+  pos = a > 0
+  f = jnp.where(pos, epsilon * (jnp.log(jnp.where(pos, a, 1.0)) - top[:, 0] - jnp.log(s[:, 0])), -jnp.inf)
+  plan = e * (jnp.where(pos, a, 0.0)[:, None] / s)
+  dual = _masked_sum(a, f) + _masked_sum(b, g)
+  return f, plan, dual, jnp.sum(plan, axis=0)
+
+
+def column_update(cost: jax.Array, b: jax.Array, f: jax.Array, epsilon: Any) -> jax.Array:
+  r""":math:`g=\mathcal T_b f` ``[m]`` (columns exact), ``-inf`` at zero weights: one exponential pass."""
+  z = (f[:, None] - cost) / epsilon
+  top = jnp.max(z, axis=0, keepdims=True)
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
+  lse = top[0] + jnp.log(jnp.sum(jnp.exp(z - top), axis=0))
+  pos = b > 0
+  return jnp.where(pos, epsilon * (jnp.log(jnp.where(pos, b, 1.0)) - lse), -jnp.inf)
+
+
+def _system(a, b, columns, epsilon):
+  """``(1 / a, diag(c) floored, right-hand side)`` of the Newton system.
+
+  The right-hand side is the gradient ``b - c`` in the form whose
+  preconditioned step is Sinkhorn's own update ``eps log(b / c)``: equal to
+  first order near the solution, and bounded where a column holds almost none
+  of its mass. It is projected off the constant gauge, the operator's null
+  space, which float32 round-off would otherwise amplify.
+  """
+  pos_b = b > 0
+  inv_a = jnp.where(a > 0, 1.0 / jnp.where(a > 0, a, 1.0), 0.0)
+  floor = jnp.finfo(columns.dtype).tiny / jnp.finfo(columns.dtype).eps
+  diag = jnp.where(pos_b, jnp.maximum(columns, floor), 1.0)
+  rhs = jnp.where(pos_b, epsilon * diag * jnp.log(jnp.where(pos_b, b, 1.0) / diag), 0.0)
+  rhs = jnp.where(pos_b, rhs - diag * jnp.sum(rhs) / jnp.sum(jnp.where(pos_b, diag, 0.0)), 0.0)
+  return inv_a, diag, rhs
+
+
+def _direct_direction(plan, a, b, columns, epsilon, damping):
+  """The damped Newton system solved by a dense LU factorisation (small ``m``): ``(delta_g, 0)``.
+
+  LU (LAPACK's ``getrf``), not Cholesky: XLA's CPU Cholesky leaves LAPACK from
+  ``m = 256`` on and takes 100 times longer there.
+  """
+  inv_a, diag, rhs = _system(a, b, columns, epsilon)
+  schur = (1.0 + damping) * jnp.diag(diag) - (plan * inv_a[:, None]).T @ plan
+  x = jnp.linalg.solve(schur, rhs)
+  x = jnp.where((b > 0) & jnp.isfinite(x), x, 0.0)
+  fallback = rhs / diag / (1.0 + damping)  # a failed factorisation (NaN): the linearised Sinkhorn step
+  return jnp.where(jnp.all(jnp.isfinite(x)) & jnp.any(x != 0), x, fallback), 0
+
+
+def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_tolerance):
+  """Preconditioned CG on the damped Schur complement; ``(delta_g [m], cg iterations)``.
+
+  ``damping`` (Levenberg-Marquardt) adds ``damping * diag(c)``: the near-null
+  modes of the Schur complement (far-apart clusters that exchange almost no
+  mass) then move by at most ``1 / damping`` times their gradient.
+  """
+  pos_b = b > 0
+  inv_a, diag, rhs = _system(a, b, columns, epsilon)
+
+  def op(v):
+    return (1.0 + damping) * diag * v - plan.T @ ((plan @ v) * inv_a)
+
+  def curvature(p, ap):
+    # (1 + damping) diag - P^T P / a is at least damping * diag; anything below is float round-off.
+    return jnp.vdot(p, ap) >= damping * jnp.vdot(p, diag * p)
+
+  def body(st):
+    i, x, r, p, rz, r0, _ = st
+    ap = op(p)
+    ok = curvature(p, ap)
+    alpha = jnp.where(ok, rz / jnp.vdot(p, ap), 0.0)
+    x = x + alpha * p
+    r = r - alpha * ap
+    z = r / diag
+    rz_new = jnp.vdot(r, z)
+    return i + 1, x, r, z + (rz_new / rz) * p, rz_new, r0, ok
+
+  def cond(st):
+    i, _, _, _, rz, r0, ok = st
+    return ok & (i < cg_iterations) & jnp.isfinite(rz) & (rz > 0) & (jnp.sqrt(jnp.abs(rz)) > cg_tolerance * r0)
+
+  z0 = rhs / diag
+  rz0 = jnp.vdot(rhs, z0)
+  start = (0, jnp.zeros_like(rhs), rhs, z0, rz0, jnp.sqrt(jnp.abs(rz0)), jnp.ones((), bool))
+  st = jax.lax.while_loop(cond, body, start)
+  x = jnp.where(pos_b & jnp.isfinite(st[1]), st[1], 0.0)
+  # Nothing solved (round-off from the first iteration): the preconditioned gradient, a linearised Sinkhorn step.
+  x = jnp.where(jnp.any(x != 0), x, z0 / (1.0 + damping))
+  return x, st[0]
+
+
+def newton_tail(
+  cost: jax.Array,
+  a: jax.Array,
+  b: jax.Array,
+  epsilon: Any,
+  g: jax.Array,
+  k: jax.Array,
+  trace: jax.Array,
+  threshold: Any,
+  *,
+  min_iterations: int = 0,
+  cg_iterations: int = 20,
+  cg_tolerance: float = 0.1,
+  halvings: int = 3,
+  damping: float = 1e-3,
+  direct: bool = False,
+) -> NewtonState:
+  """Newton steps from ``g`` until the column L1 error is below ``threshold`` or the trace is full.
+
+  Args:
+    cost: ``[n, m]`` cost matrix.
+    a: ``[n]`` source weights.
+    b: ``[m]`` target weights.
+    epsilon: the regularisation.
+    g: ``[m]`` start (``-inf`` at zero weights).
+    k: iterations already in ``trace`` (the first Newton step's index).
+    trace: ``[max_iterations]`` error trace to continue.
+    threshold: stop below this column L1 error.
+    min_iterations: no stop before this many iterations in all (static).
+    cg_iterations: CG iterations per step at most (static).
+    cg_tolerance: CG stops when the preconditioned residual falls below this fraction of the first.
+    halvings: step halvings tried before a Sinkhorn iteration replaces the step (static).
+    direct: solve each step's system by a dense LU factorisation (``m x m``; for small ``m``, where
+      CG's iterations cost more in dispatch than the factorisation in arithmetic) instead of CG (static).
+    damping: the first step's Levenberg-Marquardt damping (then adapted: a quarter after a full
+      step, twice after a shortened one, eight times after a refused one).
+
+  Returns:
+    The final :class:`NewtonState`; ``f`` has exact rows, ``trace[k - 1]`` its column error.
+  """
+  max_iterations = trace.shape[0]
+  g = jnp.where(b > 0, g, -jnp.inf)
+
+  def error(columns):
+    return jnp.sum(jnp.where(b > 0, jnp.abs(columns - b), 0.0))
+
+  def record(state: NewtonState) -> NewtonState:
+    err = error(state.columns)
+    trace = state.trace.at[state.k].set(err)
+    k = state.k + 1
+    done = (k >= max_iterations) | ((k >= max(min_iterations, 1)) & ~(err >= threshold))
+    return state._replace(k=k, trace=trace, done=done)
+
+  def step(state: NewtonState) -> NewtonState:
+    if direct:
+      delta, _ = _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)
+    else:
+      delta, _ = _newton_direction(state.plan, a, b, state.columns, epsilon, state.damping, cg_iterations, cg_tolerance)
+
+    def ls_cond(ls):
+      i, _, _, dual, *_ = ls
+      return (i <= halvings) & ~(dual >= state.dual)
+
+    def ls_body(ls):
+      i, t, *_ = ls
+      g_t = state.g + t * delta
+      f_t, plan_t, dual_t, cols_t = row_update(cost, a, b, g_t, epsilon)
+      return i + 1, 0.5 * t, g_t, dual_t, f_t, plan_t, cols_t
+
+    start = (0, jnp.ones((), state.dual.dtype), state.g, -jnp.inf, state.f, state.plan, state.columns)
+    tries, _, g_t, dual_t, f_t, plan_t, cols_t = jax.lax.while_loop(ls_cond, ls_body, start)
+
+    def sinkhorn_iteration(_):  # no ascent along the Newton direction: a plain iteration (the dual rises)
+      g_s = column_update(cost, b, state.f, epsilon)
+      f_s, plan_s, dual_s, cols_s = row_update(cost, a, b, g_s, epsilon)
+      return g_s, f_s, plan_s, dual_s, cols_s
+
+    accepted = dual_t >= state.dual
+    g_n, f_n, plan_n, dual_n, cols_n = jax.lax.cond(
+      accepted, lambda _: (g_t, f_t, plan_t, dual_t, cols_t), sinkhorn_iteration, None
+    )
+    # Trust the model more after a full step, less after a shortened or refused one.
+    factor = jnp.where(accepted, jnp.where(tries == 1, 0.25, 2.0), 8.0)
+    damping = jnp.clip(state.damping * factor, 1e-6, 1e3)
+    return record(state._replace(g=g_n, f=f_n, plan=plan_n, dual=dual_n, columns=cols_n, damping=damping))
+
+  f, plan, dual, columns = row_update(cost, a, b, g, epsilon)
+  state = NewtonState(k, g, f, plan, dual, columns, trace, jnp.zeros((), bool), jnp.asarray(damping, dual.dtype))
+  state = record(state)
+  return jax.lax.while_loop(lambda s: ~s.done, step, state)

@@ -1,0 +1,75 @@
+"""Newton steps on the stored plan: OTT's updates, OTT's converged solution, a dual that never decreases."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import random_measure
+from ott.geometry import pointcloud
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn
+
+from ottsliced.solvers import newton
+
+
+def _problem(seed, n=40, m=30, eps=0.05, zero_frac=0.2):
+  rs = np.random.default_rng(seed)
+  x, a = random_measure(rs, n, 2, zero_frac)
+  y, b = random_measure(rs, m, 2, zero_frac)
+  geom = pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y), epsilon=eps)
+  return linear_problem.LinearProblem(geom, jnp.asarray(a), jnp.asarray(b))
+
+
+@pytest.mark.usefixtures("x64")
+def test_row_and_column_updates_are_otts():
+  prob = _problem(0)
+  geom, a, b = prob.geom, prob.a, prob.b
+  rs = np.random.default_rng(1)
+  g = jnp.where(b > 0, jnp.asarray(rs.normal(size=b.shape)), -jnp.inf)
+  f_ott = jnp.where(a > 0, geom.update_potential(jnp.zeros_like(a), g, jnp.log(a), axis=1), -jnp.inf)
+  f, plan, dual, columns = newton.row_update(geom.cost_matrix, a, b, g, geom.epsilon)
+  np.testing.assert_allclose(f, f_ott, rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(plan, geom.transport_from_potentials(f_ott, g), atol=1e-14)
+  np.testing.assert_allclose(plan.sum(1), a, atol=1e-12)  # rows exact
+  np.testing.assert_allclose(columns, plan.sum(0), atol=1e-14)
+  np.testing.assert_allclose(dual, jnp.sum(jnp.where(a > 0, a * f, 0)) + jnp.sum(jnp.where(b > 0, b * g, 0)))
+  g_ott = jnp.where(b > 0, geom.update_potential(f, jnp.zeros_like(b), jnp.log(b), axis=0), -jnp.inf)
+  np.testing.assert_allclose(newton.column_update(geom.cost_matrix, b, f, geom.epsilon), g_ott, rtol=1e-12)
+
+
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize(("seed", "eps"), [(0, 0.05), (1, 0.01), (2, 0.5)])
+def test_converges_to_otts_solution_with_a_dual_that_never_decreases(seed, eps):
+  prob = _problem(seed, eps=eps)
+  geom, a, b = prob.geom, prob.a, prob.b
+  trace = -jnp.ones(500)
+  state = jax.jit(lambda c, g: newton.newton_tail(c, a, b, eps, g, jnp.zeros((), jnp.int32), trace, 1e-10))(
+    geom.cost_matrix, jnp.zeros_like(b)
+  )
+  k = int(state.k)
+  assert k < 500
+  errors = np.asarray(state.trace[:k])
+  assert errors[-1] < 1e-10
+  assert np.all(state.trace[k:] == -1)
+  ref = sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=200_000)(prob)
+  # The same plan (potentials up to the gauge constant).
+  np.testing.assert_allclose(geom.transport_from_potentials(state.f, state.g), ref.matrix, atol=1e-9)
+  assert np.all(np.isneginf(state.f[a == 0]))
+  assert np.all(np.isneginf(state.g[b == 0]))
+
+
+@pytest.mark.usefixtures("x64")
+def test_the_dual_rises_at_every_step():
+  prob = _problem(3, eps=0.01)
+  geom, a, b = prob.geom, prob.a, prob.b
+  # One step per call (a trace of two entries: the start's error and one step's), from the last call's g.
+  step = jax.jit(
+    lambda g: newton.newton_tail(geom.cost_matrix, a, b, 0.01, g, jnp.zeros((), jnp.int32), -jnp.ones(2), 0.0)
+  )
+  g, duals = jnp.where(b > 0, 0.0, -jnp.inf), []
+  for _ in range(12):
+    state = step(g)
+    g = state.g
+    duals.append(float(state.dual))
+  assert np.all(np.diff(duals) >= -1e-12), duals
+  assert duals[-1] > duals[0]
