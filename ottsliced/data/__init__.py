@@ -7,13 +7,15 @@
 - :mod:`~ottsliced.data.sphere`: supply-demand pairs on the sphere and its
   geodesic cost;
 - :mod:`~ottsliced.data.toys`: the 2-D toy distributions of flow matching;
+- :mod:`~ottsliced.data.clouds`: Gaussian mixtures in any dimension and
+  scikit-learn's tabular data sets as class clouds (solver benchmarks);
 - :mod:`~ottsliced.data.pairs`: the seeded pair-drawing protocol they share.
 
 Nothing in the core (``ottsliced.sliced``, ``ottsliced.solvers.amortized``, ...) imports
 this package.
 """
 
-from ottsliced.data import color, sphere, toys
+from ottsliced.data import clouds, color, sphere, toys
 from ottsliced.data.images import (
   MultiresPairs,
   digit_pairs,
@@ -30,6 +32,7 @@ from ottsliced.data.pairs import pair_indices
 
 __all__ = [
   "MultiresPairs",
+  "clouds",
   "color",
   "digit_pairs",
   "grid_points",

@@ -29,6 +29,7 @@ TASKS: Dict[str, str] = {
   "flow": "ottsliced.experiments.flow",
   "throughput": "ottsliced.experiments.throughput",
   "attention": "ottsliced.experiments.attention",
+  "solvers": "ottsliced.experiments.solvers",
 }
 
 

@@ -60,7 +60,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
       return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
     if len(args) != len(value):
       raise ConfigError(f"{where}: expected a list of {len(args)} items, got {len(value)}")
-    return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+    return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
   if tp is bool:
     if not isinstance(value, bool):
       raise ConfigError(f"{where}: expected true/false, got {value!r}")

@@ -1,0 +1,84 @@
+"""The solver benchmark harness: its cases, its accuracy check, and the quick suite end to end."""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ott.geometry import pointcloud
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn
+
+from ottsliced.experiments import load_config, run_config
+from ottsliced.experiments import solvers as bench
+
+CONFIGS = pathlib.Path(__file__).parents[2] / "configs"
+
+
+def test_every_suite_config_validates_and_expands():
+  suites = sorted(CONFIGS.glob("solvers_*.yaml"))
+  assert len(suites) >= 2
+  for path in suites:
+    module, config = load_config(str(path))
+    assert module is bench
+    cases = config.all_cases()
+    assert cases
+    assert len({c.label() for c in cases}) == len(cases), f"{path.name}: two cases with one label"
+
+
+def test_grid_expands_as_a_product():
+  config = bench.Config(
+    suite="t", tolerances=(1e-2,), grid_data="gmm", grid_n=(64, 128), grid_d=(2, 3), grid_epsilon=(0.05, 1e-3)
+  )
+  assert len(config.all_cases()) == 8
+  with pytest.raises(ValueError, match="no case"):
+    bench.Config(suite="t", tolerances=(1e-2,))
+  with pytest.raises(ValueError, match="tolerances"):
+    bench.Config(suite="t", tolerances=(), grid_data="gmm", grid_n=(64,))
+
+
+def test_relative_epsilon_and_the_measured_error():
+  case = bench.CaseConfig("gmm", n=20, d=2, epsilon=0.05, pairs=2)
+  pairs = bench.make_pairs(case, 2, 0)
+  cost = bench._cost_matrix(pairs[0])
+  np.testing.assert_allclose(pairs[0].epsilon, 0.05 * cost.mean(), rtol=1e-5)
+  # A converged solve (float64) has no marginal error, and its transport cost is OTT's <C, P>.
+  p = pairs[0]
+  with jax.enable_x64(True):
+    geom = pointcloud.PointCloud(jnp.asarray(p.x, jnp.float64), jnp.asarray(p.y, jnp.float64), epsilon=p.epsilon)
+    prob = linear_problem.LinearProblem(geom, jnp.asarray(p.a, jnp.float64), jnp.asarray(p.b, jnp.float64))
+    out = sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=100_000)(prob)
+    err, transported = bench.marginal_error(cost, p, out.f, out.g)
+    assert err < 1e-8
+    np.testing.assert_allclose(transported, float(jnp.sum(out.matrix * geom.cost_matrix)), rtol=1e-10)
+    err0, _ = bench.marginal_error(cost, p, np.zeros(20), np.zeros(20))
+    plan0 = np.exp(-cost / p.epsilon)
+    np.testing.assert_allclose(err0, np.abs(plan0.sum(1) - p.a).sum() + np.abs(plan0.sum(0) - p.b).sum(), rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_quick_suite_end_to_end(tmp_path):
+  metrics = run_config(str(CONFIGS / "solvers_quick.yaml"), out_dir=str(tmp_path), progress=False)
+  saved = json.loads((tmp_path / "metrics.json").read_text())
+  table = (tmp_path / "table.md").read_text()
+  assert saved["suite"] == "quick"
+  assert (tmp_path / "ratios.png").exists()
+  for case in metrics["cases"]:
+    for tol, entry in case["tolerances"].items():
+      rows = entry["methods"]
+      assert {"ottsliced", "OTT default"} <= set(rows)
+      ours = rows["ottsliced"]
+      # The solver meets the tolerance on every pair, measured in float64 on the returned potentials, and its
+      # transport cost is the reference's to about the tolerance.
+      assert ours["met"], (case["label"], tol, ours["error_max"])
+      assert ours["cost_rel_error_max"] < 10 * float(tol)
+      assert ours["ms"] > 0
+      assert ours["compile_s"] >= 0
+      best = entry["best_ott"]
+      assert best is not None
+      assert rows[best]["met"]
+      assert rows[best]["ms"] == min(v["ms"] for v in rows.values() if v["family"] == "ott" and v["met"])
+      np.testing.assert_allclose(entry["ratio_to_best_ott"], ours["ms"] / rows[best]["ms"])
+      assert f"| {case['label']} | {float(tol):g} |" in table
