@@ -14,12 +14,14 @@ converged Sinkhorn reference:
 - **As a Sinkhorn initializer.** One run per method to the tightest
   threshold (``inner_iterations=1``) records the marginal error after every
   iteration, so the iterations to each threshold come from one solve.
-- **Speed** (:mod:`ottsliced.experiments.speed`): wall time to each timed
-  tolerance, prediction included, for every start with plain Sinkhorn and
-  with OTT's accelerated solvers, one pair and batched, interleaved repeats.
-  RA-OT and OA-OT are bound to the test supports when they are few
-  (:meth:`~ottsliced.SlicedInitializer.bind`: sorted once, as a user with a
-  fixed grid would; the binding time is reported, not counted per pair).
+- **Amortized plan cost.** Wall time of each method's plan without
+  refinement (prediction and the two c-transforms), one pair and batched
+  (``plan_timing``). RA-OT and OA-OT are bound to the test supports when they
+  are few (:meth:`~ottsliced.SlicedInitializer.bind`: sorted once, as a user
+  with a fixed grid would; the binding time is reported, not counted per pair).
+
+Wall time to a tolerance against OTT's solvers is the ``solvers`` task's
+(:mod:`ottsliced.experiments.solvers`), not this protocol's.
 """
 
 import dataclasses
@@ -37,10 +39,8 @@ from ott.problems.linear import linear_problem
 from tqdm.auto import tqdm
 
 from ottsliced import baselines
-from ottsliced.experiments import figures, speed
-from ottsliced.experiments.speed import SpeedConfig
+from ottsliced.experiments import figures
 from ottsliced.experiments.timing import device_name, median_seconds
-from ottsliced.fitting.corrections import fit_correction_steps
 from ottsliced.fitting.objective import fit_oa
 from ottsliced.fitting.regression import GroundTruth, fit_ra, ground_truth
 from ottsliced.initializers.sliced_initializer import SlicedInitializer
@@ -48,7 +48,6 @@ from ottsliced.problems.batch import ProblemBatch
 from ottsliced.solvers.amortized import _c_transforms, amortized_solve_batch
 from ottsliced.solvers.batch import solve_batch
 from ottsliced.solvers.iterations import final_errors, num_iterations
-from ottsliced.solvers.sliced_sinkhorn import DEFAULT_STEPS
 
 __all__ = [
   "BaselinesConfig",
@@ -56,6 +55,7 @@ __all__ = [
   "MetaOTConfig",
   "ModelConfig",
   "PairPool",
+  "PlanTimingConfig",
   "SWGGConfig",
   "evaluate",
   "fit_sliced_models",
@@ -69,7 +69,7 @@ __all__ = [
 # --------------------------------------------------------------------------- configs
 @dataclasses.dataclass(frozen=True)
 class PairPool:
-  """The pair protocol (method.md §9): one seeded pool of pairs, split into a training and a test part.
+  """The pair protocol: one seeded pool of pairs, split into a training and a test part.
 
   Training pairs are the first ``num_train`` of the first ``train_fraction``
   of the pool, test pairs the first ``num_test`` of the rest. Task data
@@ -101,7 +101,7 @@ class PairPool:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """RA-OT and OA-OT settings (method.md §6-7)."""
+  """RA-OT and OA-OT settings."""
 
   num_projections: int
   ridge: float
@@ -151,6 +151,26 @@ class BaselinesConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PlanTimingConfig:
+  """Wall time of each method's amortized plan (no Sinkhorn iteration).
+
+  Attributes:
+    single_pairs: test pairs timed one at a time (``B = 1``).
+    batch: the first ``batch`` test pairs timed in one call (no new
+      compilation when it equals the evaluation's ``chunk_size``).
+    repeats: timed calls per cell (median), after one untimed call that compiles.
+  """
+
+  single_pairs: int
+  batch: int
+  repeats: int
+
+  def __post_init__(self):
+    if min(self.single_pairs, self.batch, self.repeats) < 1:
+      raise ValueError("plan_timing.single_pairs, plan_timing.batch and plan_timing.repeats must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """Test protocol."""
 
@@ -160,7 +180,7 @@ class EvalConfig:
   reference_max_iterations: int
   chunk_size: int
   bind_max_supports: int
-  speed: SpeedConfig
+  plan_timing: PlanTimingConfig
 
   def __post_init__(self):
     if not self.thresholds or min(self.thresholds) <= 0:
@@ -318,34 +338,9 @@ def _fit_methods(train: ProblemBatch, model_cfg: ModelConfig, base: BaselinesCon
       methods["Meta OT"] = {"initializer": meta.initializer, "fit_s": meta.train_seconds, "params": meta.num_params}
     except ValueError as err:
       notes["Meta OT"] = f"not applicable: {err}"
-  fitted, truth = fit_sliced_models(train, model_cfg, progress)
+  fitted, _ = fit_sliced_models(train, model_cfg, progress)
   methods.update(fitted)
-  return methods, notes, truth
-
-
-def _fit_corrections(
-  train: ProblemBatch, test: ProblemBatch, methods: Dict[str, Any], truth: GroundTruth, cfg: SpeedConfig
-) -> Tuple[Dict[str, Dict[str, np.ndarray]], Dict[str, Dict[str, Any]]]:
-  """Per-direction correction coefficients fitted on ``train``, per fit method and accelerated start (unbound)."""
-  if not cfg.fitted_corrections:
-    return {}, {}
-  starts = {k: m["initializer"] for k, m in methods.items() if k in cfg.accelerated_starts}
-  theta = speed.correction_directions({k: m["initializer"] for k, m in methods.items()}, test)
-  bases = {name: speed.sliced_solver(ini, DEFAULT_STEPS, 0, train, theta) for name, ini in starts.items()}
-  steps: Dict[str, Dict[str, np.ndarray]] = {}
-  info: Dict[str, Dict[str, Any]] = {}
-  for method in cfg.fitted_methods:
-    steps[method], info[method] = {}, {}
-    for name, base in bases.items():
-      t0 = time.perf_counter()
-      fit = fit_correction_steps(train, base, num_corrections=cfg.fitted_corrections, method=method, truth=truth)
-      steps[method][name] = fit.coef
-      info[method][name] = {"fit_s": time.perf_counter() - t0, "coef_sums": [float(c) for c in fit.coef.sum(1)]}
-      if method == "regression":
-        info[method][name]["explained"] = [float(e) for e in fit.explained]
-      else:
-        info[method][name]["loss_first_last"] = [float(fit.losses[:10].mean()), float(fit.losses[-10:].mean())]
-  return steps, info
+  return methods, notes
 
 
 def bind_to_supports(
@@ -379,13 +374,12 @@ def evaluate(
 
   Returns:
     A JSON-serialisable dict: ``methods`` (per method: fit seconds, per-pair
-    plan metrics, iterations to each threshold, wall times), ``reference``
+    plan metrics, iterations to each threshold, amortized plan wall times), ``reference``
     (the converged solves' marginal errors and iterations), ``notes`` (why a
     baseline was skipped), and the fitted models under ``models`` (not
     serialised by the runner: pop it before writing).
   """
-  methods, notes, truth = _fit_methods(train, model_cfg, base, progress)
-  fitted_steps, fitted_info = _fit_corrections(train, test, methods, truth, ev.speed)
+  methods, notes = _fit_methods(train, model_cfg, base, progress)
   for m in methods.values():
     if isinstance(m["initializer"], SlicedInitializer):
       m["initializer"], m["bind_s"] = bind_to_supports(m["initializer"], test, ev.bind_max_supports)
@@ -441,19 +435,7 @@ def evaluate(
     "iterations": np.concatenate(ref_iters),
     "converged": int(np.concatenate(ref_conv).sum()),
   }
-  starts = {k: m["initializer"] for k, m in methods.items()}
-  result["speed"] = speed.measure(
-    test,
-    starts,
-    ev.speed,
-    max_iterations=ev.max_iterations,
-    chunk_size=ev.chunk_size,
-    progress=progress,
-    fitted_steps=fitted_steps,
-  )
-  if fitted_info:
-    result["fitted_corrections"] = fitted_info
-  _time_plans(result, methods, test, ev.speed)
+  _time_plans(result, methods, test, ev.plan_timing)
   result["models"] = {k: m["initializer"] for k, m in methods.items()}
   result["device"] = device_name()
   result["jax"] = jax.__version__
@@ -470,7 +452,7 @@ def _cost_matrices(batch: ProblemBatch) -> jax.Array:
   return jax.vmap(fn, in_axes=(ax, ay), axis_size=batch.a.shape[0])(batch.x, batch.y)
 
 
-def _time_plans(result: Dict[str, Any], methods: Dict[str, Any], test: ProblemBatch, cfg: SpeedConfig):
+def _time_plans(result: Dict[str, Any], methods: Dict[str, Any], test: ProblemBatch, cfg: PlanTimingConfig):
   """Wall time of each method's amortized plan (no Sinkhorn iteration), one pair and batched."""
   single = [test.take([i]) for i in range(min(cfg.single_pairs, test.num_pairs))]
   batched = test.take(np.arange(min(cfg.batch, test.num_pairs)))
@@ -577,7 +559,4 @@ def format_evaluation(metrics: Dict[str, Any], title: str) -> str:
   ]
   for k, v in metrics.get("notes", {}).items():
     lines.append(f"- {k}: {v}")
-  if "speed" in metrics:
-    plans = {k: e["inference_ms"] for k, e in ms.items() if k in ("RA-OT", "OA-OT") and "inference_ms" in e}
-    lines += ["", speed.format_speed(metrics["speed"], plans)]
   return "\n".join(lines)
