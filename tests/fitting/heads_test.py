@@ -1,5 +1,7 @@
 """fit_head: the three losses against their references, training, pools, checkpoints, bad input."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,17 +65,21 @@ def test_regression_loss_is_stationary_at_ra_ot(x64):
     losses = [head_loss(m, "regression", *_pair(m, batch, i), target=targets[i]) for i in range(batch.num_pairs)]
     return jnp.mean(jnp.stack(losses))
 
-  grad = jax.grad(mean_loss)(model.alpha)
+  mean_grad = jax.jit(jax.grad(mean_loss))  # compiled once for both evaluations (eagerly, every op of 6 pairs)
+  grad = mean_grad(model.alpha)
   assert float(jnp.max(jnp.abs(grad))) < 1e-9
-  assert float(jnp.max(jnp.abs(jax.grad(mean_loss)(1.1 * model.alpha)))) > 1e-6
+  assert float(jnp.max(jnp.abs(mean_grad(1.1 * model.alpha)))) > 1e-6
+
+
+@functools.partial(jax.jit, static_argnames="loss")
+def _pair_loss(model, batch, i, loss, target):
+  """Pair ``i``'s loss, compiled once per model structure and loss (eagerly, every op of every pair is dispatched)."""
+  return head_loss(model, loss, *_pair(model, batch, i), target=target)
 
 
 def _training_loss(model, batch, loss, targets=None):
   """The loss averaged over every pair of ``batch`` (not a minibatch)."""
-  values = [
-    head_loss(model, loss, *_pair(model, batch, i), target=None if targets is None else targets[i])
-    for i in range(batch.num_pairs)
-  ]
+  values = [_pair_loss(model, batch, i, loss, None if targets is None else targets[i]) for i in range(batch.num_pairs)]
   return float(jnp.mean(jnp.stack(values)))
 
 

@@ -22,7 +22,8 @@ def test_recovers_alpha_from_exact_targets(x64, digits_train):
   )
   theta = ots.directions(jax.random.key(3), 2, 12)
   alpha_true = jax.random.normal(jax.random.key(4), (12,))
-  phi, _ = sliced.batched_sliced_potentials(batch.x, batch.y, batch.a, batch.b, theta)
+  # The exact targets' features, compiled (eagerly every op of the vmapped sorts and staircases compiles anew).
+  phi, _ = jax.jit(sliced.batched_sliced_potentials)(batch.x, batch.y, batch.a, batch.b, theta)
   targets = phi @ alpha_true
   eq = regression.normal_equations(batch, theta, targets, chunk_size=7)  # several chunks
   np.testing.assert_allclose(regression.ridge_solve(eq, 0.0), alpha_true, rtol=1e-7, atol=1e-8)

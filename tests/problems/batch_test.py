@@ -54,7 +54,7 @@ def model(x64):
   Averaging the 1-D potentials over directions recovers the potential of a
   translation exactly (:math:`\mathbb E[\theta\theta^\top]=I/d`), so this
   :math:`\alpha` is a real warm start on the shifted mixtures below; what a
-  fitted model does at large ``n`` is ``benchmarks/large_problems.py``'s job.
+  fitted model does at large ``n`` is the scaling benchmark's job.
   """
   theta = ots.directions(jax.random.key(0), DIM, 32)
   return ots.SlicedInitializer(theta, jnp.full(32, DIM / 32), epsilon=EPS)

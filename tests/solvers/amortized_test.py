@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import predict_potentials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ott.solvers.linear import sinkhorn
@@ -151,17 +152,29 @@ def _random_model(d=2, num=12, eps=0.5):
   return ots.SlicedInitializer(theta, alpha, epsilon=eps)
 
 
+@jax.jit
+def _sinkhorn_plan(prob, initializer):
+  """Reference Sinkhorn to a tight threshold, compiled once: OTT's solver called eagerly retraces on every call.
+
+  ``initializer`` (a model, or ``None`` for zeros) is an argument, so every example reuses one program per start.
+  """
+  out = sinkhorn.Sinkhorn(initializer=initializer, threshold=1e-9, max_iterations=20_000)(prob)
+  return out.matrix, out.converged
+
+
 @pytest.mark.usefixtures("x64")
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-  n=st.integers(1, 10),
-  m=st.integers(1, 8),
+  # Each unpadded (n, m) compiles the solve anew (seconds each); a few sizes (single atom, some padding, none)
+  # share those compilations across the examples, and every example is still padded to the same (10, 8).
+  n=st.sampled_from([1, 4, 10]),
+  m=st.sampled_from([1, 5, 8]),
   seed=st.integers(0, 2**31 - 1),
   zero_frac=st.sampled_from([0.0, 0.3]),
   scale=st.sampled_from([0.3, 1.0, 3.0]),
 )
 def test_hypothesis_amortized_and_warm_start(n, m, seed, zero_frac, scale):
-  """Random sizes padded to (10, 8): finiteness, exact columns, padding invariance, same plan as zeros."""
+  """Random problems padded to (10, 8): finiteness, exact columns, padding invariance, same plan as zeros."""
   rs = np.random.default_rng(seed)
   model = _random_model()
 
@@ -185,12 +198,11 @@ def test_hypothesis_amortized_and_warm_start(n, m, seed, zero_frac, scale):
   unpadded = ots.amortized_solve(ots.ProblemBatch(x[None], y[None], a[None], b[None], 0.5).problem(0), model)
   np.testing.assert_allclose(two.matrix[:n, :m], unpadded.matrix, atol=1e-10)
   # Warm start reaches the plan Sinkhorn reaches from zeros.
-  kw = {"threshold": 1e-9, "max_iterations": 20_000}
-  warm = sinkhorn.Sinkhorn(initializer=model, **kw)(prob)
-  cold = sinkhorn.Sinkhorn(**kw)(prob)
-  assert bool(warm.converged)
-  assert bool(cold.converged)
-  np.testing.assert_allclose(warm.matrix, cold.matrix, atol=1e-7)
+  warm, warm_converged = _sinkhorn_plan(prob, model)
+  cold, cold_converged = _sinkhorn_plan(prob, None)
+  assert bool(warm_converged)
+  assert bool(cold_converged)
+  np.testing.assert_allclose(warm, cold, atol=1e-7)
 
 
 class TestNumericalRange:
@@ -201,7 +213,7 @@ class TestNumericalRange:
     phi, psi = ots.sliced_potentials(x, y, a, b, model.theta)
     assert np.all(np.isfinite(np.asarray(phi)))
     assert np.all(np.isfinite(np.asarray(psi)))
-    f, g = model.replace(allow_epsilon_mismatch=True).predict_potentials(prob)
+    f, g = predict_potentials(model.replace(allow_epsilon_mismatch=True), prob)
     assert np.all(np.isfinite(np.asarray(f)[np.asarray(a) > 0]))
     out, info = ots.amortized_solve(prob, model.replace(allow_epsilon_mismatch=True), return_info=True)
     assert np.all(np.isfinite(np.asarray(out.matrix)))
