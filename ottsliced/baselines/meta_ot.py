@@ -5,7 +5,7 @@ geometry, trained on the negative entropic dual objective with OTT's
 :class:`~ott.initializers.neural.meta_initializer.MetaInitializer`. The fitted
 model is exposed as :class:`MetaOTInitializer`, a pytree initializer whose
 children are the MLP parameters, so it can be a ``jax.jit`` argument (OTT's own
-class cannot, see ott-notes §8).
+class cannot: in OTT 0.6.0 its parameters are not pytree children).
 """
 
 import time

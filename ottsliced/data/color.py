@@ -1,4 +1,4 @@
-"""Colour transfer between image palettes (method.md §9.2).
+"""Colour transfer between image palettes.
 
 Offline substitute for the WikiArt paintings: the RGB photographs bundled with
 scikit-image (no download), cut into random crops. Each crop is quantised with
@@ -187,7 +187,7 @@ def palette(
     image: ``[h, w, 3]`` RGB image in ``[0, 1]`` with ``h * w >= num_colors``.
     num_colors: palette size ``k``.
     seed: seed of the subsample and of k-means.
-    n_init: k-means restarts (method.md §9.2: 4).
+    n_init: k-means restarts (the paper: 4).
     max_pixels: pixel subsample size for the fit.
     num_threads: OpenMP threads for k-means (``None``: scikit-learn's default).
 
@@ -265,7 +265,7 @@ def palette_pairs(
   Args:
     palettes: at least two :class:`Palette` objects.
     num_pairs: number of pairs ``B``.
-    epsilon: entropic regularisation (method.md §9.2: 5e-3).
+    epsilon: entropic regularisation (the paper: 5e-3).
     seed: seed of the pair sequence.
     offset: skip the first ``offset`` pairs.
 

@@ -1,4 +1,4 @@
-"""Supply-demand transport on the sphere S^2 (method.md §9.3), synthetic data.
+"""Supply-demand transport on the sphere S^2, synthetic data.
 
 **Deviation from the paper.** The paper samples demand locations from the GPWv4
 population-density raster and supply locations uniformly over land. GPWv4 ships
@@ -270,14 +270,14 @@ def supply_demand_pairs(
   Train/test split: instances are identified by their seed, so train and test
   sets must use disjoint seed ranges, e.g. train ``seed=0`` with
   ``num_pairs=M <= 999`` (seeds ``0 .. M-1``) and test the default ``seed=999``
-  (seeds ``999 .. 999+N-1``, method.md §9.3); ``offset`` shifts within one
+  (seeds ``999 .. 999+N-1``, the paper's protocol); ``offset`` shifts within one
   range (``seed=s, offset=k`` equals ``seed=s+k``).
 
   Args:
     num_pairs: number of instances ``B``.
     num_supply: number of supply points ``n``.
     num_demand: number of demand points ``m``.
-    epsilon: entropic regularisation (method.md: 0.5).
+    epsilon: entropic regularisation (the paper: 0.5).
     seed: base seed of the instance weights.
     offset: skip the first ``offset`` instances.
     delta: clipping margin of :class:`SphereGeodesic`.

@@ -1,4 +1,4 @@
-"""Colour transfer (method.md §9.2): palettes of image crops, squared Euclidean cost in RGB.
+"""Colour transfer: palettes of image crops, squared Euclidean cost in RGB.
 
 scikit-image's bundled photographs stand in for WikiArt (nothing is
 downloaded). Random crops are quantised to ``num_colors`` k-means centroids

@@ -1,6 +1,6 @@
-r"""Mini-batch OT conditional flow matching on 2-D toys (method.md §9.4).
+r"""Mini-batch OT conditional flow matching on 2-D toys.
 
-Protocol (method.md §9.4, which we follow): the **source is**
+Protocol (the paper's, which we follow): the **source is**
 :math:`\mathcal N(0, I_2)` and the target one of three toys, 8-Gaussians
 (scale 5, torchcfm's ``var=0.1``), moons (noise 0.2, then :math:`3x-1`) and
 the S-curve (coordinates :math:`(x, z)`, noise 0.1), one config per target.
@@ -17,7 +17,7 @@ Every training step (batches, coupling, loss, gradient, update) is one
 
 Metrics: exact :math:`W_2` (POT ``emd2``) between ``num_samples`` generated and
 as many target samples, after 1 Euler step and with the adaptive dopri5 solver
-(method.md integrates with RK4 on 101 time points instead); the normalised
+(the paper integrates with RK4 on 101 time points instead); the normalised
 path energy on ``num_trajectories`` dopri5 trajectories; the training and
 pre-training wall times; the coupling time per step (median over repeats
 after a warm-up) at several batch sizes. A reference ``w2_floor`` is the

@@ -1,4 +1,4 @@
-"""MNIST digit transport (method.md §9.1): 784-pixel measures on a shared grid.
+"""MNIST digit transport: 784-pixel measures on a shared grid.
 
 Pairs of two random images, weights = pixels / 255 normalised, squared
 Euclidean cost on ``[0, 1]^2``. A pool of ``pool_pairs`` pairs is drawn once

@@ -1,4 +1,4 @@
-"""Multi-resolution MNIST (method.md §9.1): one model for 28², 20² and 14² grids.
+"""Multi-resolution MNIST: one model for 28², 20² and 14² grids.
 
 Each image of a pair is resampled independently to a side drawn from
 ``sizes`` (same- and cross-resolution pairs); a pair's supports are padded to

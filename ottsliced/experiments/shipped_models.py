@@ -26,7 +26,7 @@ from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
 __all__ = ["CORRECTION_HEADS", "SHIPPED_TASKS", "fit_correction_head", "fit_shipped", "main", "training_pairs"]
 
 SHIPPED_TASKS: Dict[str, str] = {"mnist": "configs/mnist.yaml", "color": "configs/color.yaml"}
-# fit_correction_steps settings of the shipped correction heads (benchmarks/correction_head.py chose them).
+# fit_correction_steps settings of the shipped correction heads (chosen by benchmarks/correction_head.py, 301e8bd).
 CORRECTION_HEADS: Dict[str, Dict[str, object]] = {"mnist": {"method": "regression", "num_corrections": 2}}
 _DEFAULT_OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained", "models")
 

@@ -1,4 +1,4 @@
-"""Supply-demand on the sphere (method.md §9.3): 100 supply and 10,000 demand locations.
+"""Supply-demand on the sphere: 100 supply and 10,000 demand locations.
 
 Locations are fixed (a synthetic population density on S², see
 :mod:`ottsliced.data.sphere`; GPWv4 ships in no package). Instances differ in

@@ -214,7 +214,7 @@ def fit_ra(
       point clouds with explicit epsilon.
     num_projections: ``L``, the number of directions (ignored with ``theta``). 32 by default:
       on MNIST, colour palettes and the sphere it needs as few Sinkhorn iterations as
-      the paper's 100, and each prediction costs about a third (``docs/results.md``).
+      the paper's 100, and each prediction costs about a third (``docs/results.md`` at commit 301e8bd).
     ridge: :math:`\lambda`.
     rng: PRNG key for the directions (default ``jax.random.key(0)``).
     theta: directions ``[L, d]`` to use instead of drawing them.

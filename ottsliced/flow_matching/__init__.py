@@ -1,4 +1,4 @@
-r"""Mini-batch OT conditional flow matching with amortized couplings (method.md §9.4).
+r"""Mini-batch OT conditional flow matching with amortized couplings.
 
 The flow-matching pipeline of the paper's toy experiment, one concept per module:
 

@@ -1,4 +1,4 @@
-r"""Mini-batch couplings for conditional flow matching (method.md §9.4), all jittable.
+r"""Mini-batch couplings for conditional flow matching, all jittable.
 
 Couplings pair a source batch ``x0 [B, d]`` with a target batch ``x1 [B, d]``
 and return index arrays ``(i0, i1)``; the flow-matching pairs are
@@ -275,7 +275,7 @@ def couple(
     sliced_steps: the ``"sliced"`` solver's correction steps (static; ``()``:
       no correction, Anderson only). :func:`select_sliced_steps` chooses them
       per task; in 2-D at epsilon = 2 the corrections save at most one
-      iteration and cost more (``benchmarks/flow_corrections.py``).
+      iteration and cost more (``benchmarks/flow_corrections.py`` at commit 301e8bd).
 
   Returns:
     A :class:`Pairing` of ``[B]`` int32 index arrays. ``"multinomial"`` and

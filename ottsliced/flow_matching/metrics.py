@@ -12,7 +12,7 @@ __all__ = ["PathEnergy", "path_energy", "w2_exact"]
 
 
 class PathEnergy(NamedTuple):
-  r"""Normalised path energy of generated trajectories (method.md §9.4).
+  r"""Normalised path energy of generated trajectories.
 
   Attributes:
     normalized: :math:`|\int_0^1\mathbb E\|v_t\|^2dt-W_2^2(x_0,\hat x_1)|/W_2^2(x_0,\hat x_1)`.

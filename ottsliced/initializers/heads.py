@@ -212,7 +212,7 @@ class PairHead(_Head):
   One shared :math:`\alpha` leaves most of what :math:`\Phi` can express
   unused: on MNIST, coefficients fitted to each test pair's own converged
   potential (16 numbers per pair) start Sinkhorn 2.6 iterations from 1e-2,
-  the best shared ones 12.4 (``docs/results.md``). This head predicts a pair's
+  the best shared ones 12.4 (``docs/results.md`` at commit 301e8bd). This head predicts a pair's
   coefficients from :func:`pair_summary` with an MLP; a pytree like
   :class:`MLPHead`. :meth:`standardize` sets the input scaling from sample
   summaries (``fit_head`` does it before training).

@@ -25,7 +25,7 @@ dual is feasible, and it is optimal because the plan lives on the staircase.
 
 Atoms of zero weight get 1-D c-transform values: a zero-weight source
 :math:`\varphi_i=\min_{j:b_j>0}c(s_i,t_j)-\psi_j`, whose minimiser is one of
-the two positive-weight targets around the atom's CDF level (method.md §3.4),
+the two positive-weight targets around the atom's CDF level,
 and a zero-weight target :math:`\psi_j=\min_i c(s_i,t_j)-\varphi_i` over all
 sources, whose minimiser is one of two sources found from the staircase
 counts; so the pair is feasible on every pair of atoms, zero-weight ones

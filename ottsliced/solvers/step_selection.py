@@ -3,7 +3,7 @@ r"""A :class:`~ottsliced.SlicedSinkhorn` schedule chosen per task by wall time: 
 A sliced correction costs the sliced potentials (one pass over ``[L, m]``
 arrays), one more :math:`\mathcal T_a` per extra line-search candidate and, for
 a new target, the sort of its projections: one to two iterations' time
-(``benchmarks/flow_corrections.py``). Where Sinkhorn needs many sweeps
+(``benchmarks/flow_corrections.py`` at commit 301e8bd). Where Sinkhorn needs many sweeps
 (MNIST at :math:`\varepsilon=10^{-2}`: 20 iterations to 1e-2 from zeros, 6.7
 with corrections and Anderson) they pay many times over; where it needs a few
 (2-D flow-matching batches at :math:`\varepsilon=2`: 4-10 iterations with
