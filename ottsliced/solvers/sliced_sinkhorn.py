@@ -391,10 +391,13 @@ class SlicedSinkhorn:
     sup = self.support or BoundSupport(None, None, None, None)
     return None, bound_projections(theta, "y", y, sup.y, sup.py)
 
-  def _start(self, prob: linear_problem.LinearProblem, px: Any, py: Any):
+  def _start(self, prob: linear_problem.LinearProblem, px: Any, py: Any, init: Any = None):
+    """The start ``(f, g)``: ``init`` when given, else the initializer's prediction, else zeros (masked)."""
     a, b = prob.a, prob.b
     ini = self.initializer
-    if ini is None:
+    if init is not None:
+      f, g = init
+    elif ini is None:
       f, g = jnp.zeros_like(a), jnp.zeros_like(b)
     elif isinstance(ini, SlicedInitializer):
       if px is None:
@@ -421,10 +424,7 @@ class SlicedSinkhorn:
     geom, a, b = prob.geom, prob.a, prob.b
     theta = self._directions(geom.y.shape[-1], geom.y.dtype)
     px, py = self._target_projections(theta, geom.x, geom.y)
-    if init is None:
-      f, g = self._start(prob, px, py)
-    else:
-      f, g = (jnp.where(a > 0, init[0], -jnp.inf), jnp.where(b > 0, init[1], -jnp.inf))
+    f, g = self._start(prob, px, py, init)
     return geom, a, b, py, f, g
 
   def uses_newton(self, prob: linear_problem.LinearProblem) -> bool:
@@ -462,10 +462,7 @@ class SlicedSinkhorn:
     px = py = None
     if not use_newton or (self.shares_projections and init is None):
       px, py = self._target_projections(theta, geom.x, geom.y)
-    if init is None:
-      f, g = self._start(prob, px, py)
-    else:
-      f, g = (jnp.where(a > 0, init[0], -jnp.inf), jnp.where(b > 0, init[1], -jnp.inf))
+    f, g = self._start(prob, px, py, init)
     trace = -jnp.ones((self.max_iterations,), f.dtype)
     k = jnp.zeros((), jnp.int32)
     plan = self._schedule(init)
