@@ -183,7 +183,7 @@ def newton_tail(
   *,
   min_iterations: int = 0,
   cg_iterations: int = 20,
-  cg_tolerance: float = 0.1,
+  cg_tolerance: float = 0.3,
   halvings: int = 3,
   damping: float = 1e-3,
   direct: bool = False,
