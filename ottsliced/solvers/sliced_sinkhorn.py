@@ -60,6 +60,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ott.geometry import grid, pointcloud
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
@@ -81,6 +82,8 @@ __all__ = [
   "SlicedSinkhorn",
   "column_marginal",
   "correction_features",
+  "has_points",
+  "stores_cost",
 ]
 
 DEFAULT_STEPS = (2.0, 1.0)
@@ -152,6 +155,16 @@ def _update(geom: Any, w: jax.Array, f: jax.Array, g: jax.Array, epsilon: Any, a
   return jnp.where(pos, epsilon * jnp.log(jnp.where(pos, w, 1.0)) - jnp.where(jnp.isfinite(lse), lse, 0.0), -jnp.inf)
 
 
+def has_points(geom: Any) -> bool:
+  """Whether ``geom`` has point coordinates to project (an OTT ``PointCloud``): the sliced machinery needs them."""
+  return isinstance(geom, pointcloud.PointCloud)
+
+
+def stores_cost(geom: Any) -> bool:
+  """Whether ``geom``'s cost matrix can be formed (not online, not a ``Grid``): the Newton tail needs it."""
+  return not getattr(geom, "is_online", False) and not isinstance(geom, grid.Grid)
+
+
 def _dual(a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array) -> jax.Array:
   """``<a, f> + <b, g>`` over positive weights (rows exact: the mass term is constant)."""
   return jnp.sum(jnp.where(a > 0, a * f, 0.0)) + jnp.sum(jnp.where(b > 0, b * g, 0.0))
@@ -180,6 +193,14 @@ class SlicedSinkhorn:
   ``converged``, costs, ``matrix``). With no argument it needs no training
   and no directions: ``SlicedSinkhorn()(prob)``. Warm-started and amortized by
   a fitted model with :meth:`from_initializer`.
+
+  Geometries: on a ``PointCloud`` (any cost function, dense or online) every
+  part is available. A geometry without point coordinates (a plain
+  ``Geometry`` from a cost or kernel matrix, a low-rank geometry, a ``Grid``)
+  has nothing to project: no sliced correction, no sliced initializer, no
+  ``theta``. The solver then runs epsilon scaling and Newton steps where the
+  cost matrix can be formed (not on a ``Grid``), else (Anderson) Sinkhorn
+  iterations.
 
   The solver is a pytree (``theta``, the coefficients, ``threshold``, the
   initializer and the bound support are leaves): pass it to ``jax.jit`` as an
@@ -409,19 +430,35 @@ class SlicedSinkhorn:
       f, g = ini(prob, lse_mode=True)
     return jnp.where(a > 0, f, -jnp.inf), jnp.where(b > 0, g, -jnp.inf)
 
-  def _check(self, prob: linear_problem.LinearProblem) -> None:
+  def _check(self, prob: linear_problem.LinearProblem, needs_points: bool = False) -> None:
     geom = prob.geom
-    x, y = getattr(geom, "x", None), getattr(geom, "y", None)
-    if x is None or y is None:
-      raise ValueError(f"SlicedSinkhorn needs a PointCloud geometry (point coordinates), got {type(geom).__name__}.")
     if not prob.is_balanced:
       raise ValueError("SlicedSinkhorn solves balanced problems (tau_a = tau_b = 1).")
+    if not has_points(geom):
+      sliced_parts = [
+        name
+        for name, used in (
+          ("`theta`", self.theta is not None),
+          ("a SlicedInitializer", isinstance(self.initializer, SlicedInitializer)),
+          ("a bound support", self.support is not None),
+          ("the correction steps (this method)", needs_points),
+        )
+        if used
+      ]
+      if sliced_parts:
+        raise ValueError(
+          f"{' and '.join(sliced_parts)} need(s) point coordinates to project (an OTT PointCloud), got a "
+          f"{type(geom).__name__}; without coordinates the solver runs epsilon scaling and Newton or "
+          "Sinkhorn steps: SlicedSinkhorn() with no directions and no sliced initializer."
+        )
+      return
+    y = geom.y
     if self.theta is not None and y.shape[-1] != self.theta.shape[1]:
       raise ValueError(f"the problem's points have dimension {y.shape[-1]} but theta has d={self.theta.shape[1]}.")
 
   def _prepare(self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]]):
     """Check ``prob``; return its geometry, weights, the target's sorted projections and the start ``(f, g)``."""
-    self._check(prob)
+    self._check(prob, needs_points=True)
     geom, a, b = prob.geom, prob.a, prob.b
     theta = self._directions(geom.y.shape[-1], geom.y.dtype)
     px, py = self._target_projections(theta, geom.x, geom.y)
@@ -433,10 +470,13 @@ class SlicedSinkhorn:
     if self.tail == "sinkhorn":
       return False
     geom = prob.geom
-    dense = not getattr(geom, "is_online", False)
+    dense = stores_cost(geom)
     small = geom.shape[0] * geom.shape[1] <= self.max_plan_entries
     if self.tail == "newton" and not dense:
-      raise ValueError("tail='newton' stores the cost matrix and the plan: not with an online geometry.")
+      raise ValueError(
+        f"tail='newton' stores the cost matrix and the plan: not with an online geometry or a Grid "
+        f"(got {type(geom).__name__})."
+      )
     return dense and (small or self.tail == "newton")
 
   def warm_started(self, init: Any = None) -> bool:
@@ -449,7 +489,7 @@ class SlicedSinkhorn:
     return self.annealing
 
   def __call__(self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]] = None):
-    """Solve ``prob`` (balanced, ``PointCloud`` geometry); ``init=(f, g)`` bypasses the initializer.
+    """Solve ``prob`` (balanced, any OTT geometry: see the class docstring); ``init=(f, g)`` bypasses the initializer.
 
     Returns:
       OTT's ``SinkhornOutput``; ``errors[k]`` is the column L1 error after
@@ -459,9 +499,10 @@ class SlicedSinkhorn:
     geom, a, b = prob.geom, prob.a, prob.b
     eps = geom.epsilon
     use_newton = self.uses_newton(prob)
-    theta = self._directions(geom.y.shape[-1], geom.y.dtype)
+    points = has_points(geom)
+    theta = self._directions(geom.y.shape[-1], geom.y.dtype) if points else None
     px = py = None
-    if not use_newton or (self.shares_projections and init is None):
+    if points and (not use_newton or (self.shares_projections and init is None)):
       px, py = self._target_projections(theta, geom.x, geom.y)
     f, g = self._start(prob, px, py, init)
     trace = -jnp.ones((self.max_iterations,), f.dtype)
@@ -493,8 +534,11 @@ class SlicedSinkhorn:
         direct=self.newton_solve == "direct" or (self.newton_solve == "auto" and geom.shape[1] <= DIRECT_MAX),
       )
       f, g, trace = state.f, state.g, state.trace
-    else:
+    elif points:
       f, g, trace = _solve(geom, a, b, f, g, py, self._coefs(theta, f.dtype), threshold, self._static(), k, trace)
+    else:  # no coordinates, no cost matrix (a Grid, an online geometry): (Anderson) Sinkhorn iterations
+      no_corrections = (jnp.zeros((0, 1), f.dtype), jnp.zeros((1,), f.dtype))
+      f, g, trace = _solve(geom, a, b, f, g, None, no_corrections, threshold, self._static(every=0), k, trace)
     last = jnp.maximum(jnp.sum(trace != -1) - 1, 0)
     err = trace[last]
     out = sinkhorn.SinkhornOutput(

@@ -16,7 +16,7 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
 from ottsliced._internal import validation
-from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
+from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn, has_points, stores_cost
 
 __all__ = ["solve"]
 
@@ -32,8 +32,10 @@ def solve(
   """Solve the entropic OT problem of ``geom`` between ``a`` and ``b`` with :class:`~ottsliced.SlicedSinkhorn`.
 
   Args:
-    geom: an OTT ``PointCloud`` (dense or online, any cost function) with its
-      ``epsilon``; the solver needs point coordinates.
+    geom: an OTT geometry with its ``epsilon``: a ``PointCloud`` (dense or
+      online, any cost function; the sliced machinery needs its points), or a
+      ``Geometry`` from a cost or kernel matrix, a low-rank geometry or a
+      ``Grid`` (epsilon scaling and Newton or Sinkhorn steps, no sliced part).
     a: source weights ``[n]``, uniform when ``None``.
     b: target weights ``[m]``, uniform when ``None``.
     **kwargs: :class:`~ottsliced.SlicedSinkhorn`'s arguments, e.g.
@@ -45,18 +47,24 @@ def solve(
     ``out.matrix`` is the plan.
 
   Raises:
-    ValueError: a geometry without points, weights of the wrong shape,
-      negative, non-finite or of zero mass, non-finite points, a non-positive
-      epsilon.
+    ValueError: not an OTT geometry, weights of the wrong shape, negative,
+      non-finite or of zero mass, non-finite points or cost entries, a
+      non-positive epsilon.
   """
-  x, y = getattr(geom, "x", None), getattr(geom, "y", None)
-  if x is None or y is None:
-    raise ValueError(f"`geom` must be an OTT PointCloud (the solver needs points), got {type(geom).__name__}.")
-  xs = validation.check_points("x", x)
-  ys = validation.check_points("y", y)
-  if xs[-1] != ys[-1]:
-    raise ValueError(f"`x` and `y` must have the same dimension, got {xs[-1]} and {ys[-1]}.")
-  for name, w, shape in (("a", a, xs[:1]), ("b", b, ys[:1])):
+  if not isinstance(geom, geometry.Geometry):
+    raise ValueError(f"`geom` must be an OTT geometry (PointCloud, Geometry, Grid, ...), got {type(geom).__name__}.")
+  if has_points(geom):
+    xs = validation.check_points("x", geom.x)
+    ys = validation.check_points("y", geom.y)
+    if xs[-1] != ys[-1]:
+      raise ValueError(f"`x` and `y` must have the same dimension, got {xs[-1]} and {ys[-1]}.")
+  elif stores_cost(geom) and validation.is_concrete(geom.cost_matrix):
+    cost = np.asarray(geom.cost_matrix)
+    if not np.all(np.isfinite(cost)):
+      bad = int(cost.size - np.isfinite(cost).sum())
+      raise ValueError(f"`geom`'s cost matrix has {bad} non-finite entries (NaN or inf).")
+  n, m = geom.shape
+  for name, w, shape in (("a", a, (n,)), ("b", b, (m,))):
     if w is not None:
       validation.check_weights(name, w, shape)
   eps = geom.epsilon

@@ -385,3 +385,102 @@ def test_bad_settings_are_refused():
     SlicedSinkhorn(newton_solve="lu")
   with pytest.raises(ValueError, match="cg_tolerance"):
     SlicedSinkhorn(cg_tolerance=0.0)
+
+
+# ------------------------------------------------------------------ geometries without point coordinates
+
+
+def _summed(f, g):
+  """``f_i + g_j`` ``[n, m]``: gauge-free (the plan's exponent, the cost removed)."""
+  return np.asarray(f)[:, None] + np.asarray(g)[None, :]
+
+
+def _converged_ott(geom, a, b):
+  return sinkhorn.Sinkhorn(threshold=1e-11, max_iterations=50_000)(linear_problem.LinearProblem(geom, a, b))
+
+
+@pytest.mark.parametrize("tail", ["auto", "sinkhorn"])
+def test_plain_and_low_rank_geometries_reach_otts_solution(x64, tail):
+  """A cost matrix without points (plain and low-rank geometries): no sliced part, OTT's solution (float64)."""
+  from ott.geometry import geometry, low_rank
+
+  rs = np.random.default_rng(3)
+  x, a = random_measure(rs, 30, 3, zero_frac=0.2)
+  y, b = random_measure(rs, 24, 3)
+  y = y + 1.0
+  cloud = pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y), epsilon=1e-2)
+  cost = np.asarray(cloud.cost_matrix)
+  eps = 0.01 * float(cost.mean())  # 44 annealing sweeps, then the tail
+  # A rank-5 cost: its own problem, given as factors (OTT's LRCGeometry) and as the dense matrix it stands for.
+  c1, c2 = rs.normal(size=(30, 5)), rs.normal(size=(24, 5))
+  for geom, ref_geom in (
+    (geometry.Geometry(cost_matrix=jnp.asarray(cost), epsilon=eps), None),
+    (low_rank.LRCGeometry(jnp.asarray(c1), jnp.asarray(c2), epsilon=0.5), None),
+  ):
+    solver = SlicedSinkhorn(tail=tail, threshold=1e-9, max_iterations=20_000)
+    out = _solve(solver, linear_problem.LinearProblem(geom, jnp.asarray(a), jnp.asarray(b)))
+    assert bool(out.converged)
+    ref = _converged_ott(geom if ref_geom is None else ref_geom, jnp.asarray(a), jnp.asarray(b))
+    pos = np.outer(a > 0, b > 0)
+    np.testing.assert_allclose(_summed(out.f, out.g)[pos], _summed(ref.f, ref.g)[pos], atol=1e-6)
+    np.testing.assert_allclose(out.matrix, ref.matrix, atol=1e-9)
+  # The plain geometry's solution is the point cloud's: the coordinates only add the sliced parts.
+  dense = _solve(
+    SlicedSinkhorn(threshold=1e-9),
+    linear_problem.LinearProblem(
+      pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y), epsilon=eps), jnp.asarray(a), jnp.asarray(b)
+    ),
+  )
+  plain = _solve(
+    SlicedSinkhorn(threshold=1e-9),
+    linear_problem.LinearProblem(
+      geometry.Geometry(cost_matrix=jnp.asarray(cost), epsilon=eps), jnp.asarray(a), jnp.asarray(b)
+    ),
+  )
+  np.testing.assert_allclose(plain.matrix, dense.matrix, atol=1e-9)
+
+
+def test_grid_runs_annealed_sinkhorn_to_otts_solution(x64):
+  """A Grid (no cost matrix, no points): annealing then Anderson Sinkhorn iterations, OTT's solution."""
+  from ott.geometry import grid
+
+  rs = np.random.default_rng(4)
+  a, b = rs.uniform(0.1, 1.0, size=42), rs.uniform(0.1, 1.0, size=42)
+  a, b = jnp.asarray(a / a.sum()), jnp.asarray(b / b.sum())
+  geom = grid.Grid(grid_size=(7, 6), epsilon=2e-3)
+  assert not SlicedSinkhorn().uses_newton(linear_problem.LinearProblem(geom, a, b))
+  out = _solve(SlicedSinkhorn(threshold=1e-8, max_iterations=20_000), linear_problem.LinearProblem(geom, a, b))
+  ref = _converged_ott(geom, a, b)
+  assert bool(out.converged)
+  np.testing.assert_allclose(_summed(out.f, out.g), _summed(ref.f, ref.g), atol=1e-5)
+
+
+def test_geometries_without_points_refuse_the_sliced_parts(digits_test):
+  from ott.geometry import geometry, grid
+
+  geom = geometry.Geometry(cost_matrix=jnp.ones((8, 6)), epsilon=0.1)
+  prob = linear_problem.LinearProblem(geom)
+  with pytest.raises(ValueError, match=r"`theta` need\(s\) point coordinates .*got a Geometry"):
+    SlicedSinkhorn(jnp.eye(2))(prob)
+  with pytest.raises(ValueError, match="correction steps"):
+    SlicedSinkhorn().correction_state(prob)
+  with pytest.raises(ValueError, match="not with an online geometry or a Grid"):
+    SlicedSinkhorn(tail="newton")(linear_problem.LinearProblem(grid.Grid(grid_size=(3, 3), epsilon=0.1)))
+
+
+def test_plain_geometries_under_jit_and_vmap(x64):
+  """A batch of cost matrices, one compiled program: each pair's OTT solution."""
+  from ott.geometry import geometry
+
+  costs = jnp.asarray(np.random.default_rng(5).uniform(size=(3, 12, 10)))
+  a, b = jnp.full(12, 1 / 12), jnp.full(10, 1 / 10)
+
+  @jax.jit
+  @jax.vmap
+  def plans(cost):
+    geom = geometry.Geometry(cost_matrix=cost, epsilon=0.02)
+    return SlicedSinkhorn(threshold=1e-9)(linear_problem.LinearProblem(geom, a, b)).matrix
+
+  for cost, plan in zip(costs, plans(costs)):
+    ref = _converged_ott(geometry.Geometry(cost_matrix=cost, epsilon=0.02), a, b)
+    np.testing.assert_allclose(plan, ref.matrix, atol=1e-9)

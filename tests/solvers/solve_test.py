@@ -42,7 +42,22 @@ def test_bad_inputs_raise_clear_errors():
     ots.solve(geom, b=jnp.zeros(6))
   with pytest.raises(ValueError, match="non-finite"):
     ots.solve(pointcloud.PointCloud(x.at[0, 0].set(jnp.nan), y, epsilon=0.1))
-  with pytest.raises(ValueError, match="PointCloud"):
-    ots.solve(geometry.Geometry(cost_matrix=jnp.ones((8, 6)), epsilon=0.1))
+  with pytest.raises(ValueError, match="OTT geometry"):
+    ots.solve(np.ones((8, 6)))
+  with pytest.raises(ValueError, match="1 non-finite entries"):
+    ots.solve(geometry.Geometry(cost_matrix=jnp.ones((8, 6)).at[2, 3].set(jnp.nan), epsilon=0.1))
+  with pytest.raises(ValueError, match=r"shape \(6,\)"):
+    ots.solve(geometry.Geometry(cost_matrix=jnp.ones((8, 6)), epsilon=0.1), b=jnp.ones(8) / 8)
   with pytest.raises(ValueError, match="tail"):
     ots.solve(geom, tail="fast")
+
+
+def test_plain_cost_matrix_geometry():
+  """A geometry from a cost matrix, no points: solved (epsilon scaling, Newton steps) to OTT's plan."""
+  with jax.enable_x64(True):
+    x, y = (z.astype(jnp.float64) for z in _cloud(2, 20, 16))
+    geom = geometry.Geometry(cost_matrix=pointcloud.PointCloud(x, y).cost_matrix, epsilon=0.05)
+    out = ots.solve(geom, threshold=1e-9)
+    ref = sinkhorn.Sinkhorn(threshold=1e-11, max_iterations=20000)(linear_problem.LinearProblem(geom))
+    assert bool(out.converged)
+    np.testing.assert_allclose(out.matrix, ref.matrix, atol=1e-9)
