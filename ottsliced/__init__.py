@@ -24,6 +24,7 @@ from ottsliced.sliced.directions import directions  # noqa: E402
 from ottsliced.sliced.potentials import sliced_potentials  # noqa: E402
 from ottsliced.solvers.amortized import AmortizedInfo, amortized_solve, amortized_solve_batch  # noqa: E402
 from ottsliced.solvers.batch import solve_batch  # noqa: E402
+from ottsliced.solvers.divergence import sinkhorn_divergence  # noqa: E402
 from ottsliced.solvers.iterations import num_iterations  # noqa: E402
 from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn  # noqa: E402
 from ottsliced.solvers.solve import solve  # noqa: E402
@@ -47,6 +48,7 @@ __all__ = [
   "num_iterations",
   "select_steps",
   "semi_dual",
+  "sinkhorn_divergence",
   "sliced_potentials",
   "solve",
   "solve_batch",

@@ -2,6 +2,7 @@
 
 from ottsliced.solvers.amortized import AmortizedInfo, amortized_solve, amortized_solve_batch
 from ottsliced.solvers.batch import solve_batch
+from ottsliced.solvers.divergence import sinkhorn_divergence
 from ottsliced.solvers.iterations import final_errors, marginal_errors, num_iterations, sinkhorn_sweeps
 from ottsliced.solvers.sliced_sinkhorn import DEFAULT_STEPS, SlicedSinkhorn
 from ottsliced.solvers.solve import solve
@@ -18,6 +19,7 @@ __all__ = [
   "marginal_errors",
   "num_iterations",
   "select_steps",
+  "sinkhorn_divergence",
   "sinkhorn_sweeps",
   "solve",
   "solve_batch",

@@ -19,7 +19,7 @@ derived from the cost; a warm start from a fitted model already holds the
 potential at the target and skips it.
 """
 
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +57,7 @@ def anneal(
   sweeps: jax.Array,
   decay: float,
   epsilon: Any,
+  progress: Optional[Callable[[jax.Array], None]] = None,
 ) -> Tuple[jax.Array, jax.Array]:
   r"""``sweeps`` Sinkhorn iterations :math:`f=\mathcal T_a g`, :math:`g=\mathcal T_b f` at decreasing epsilon.
 
@@ -69,6 +70,7 @@ def anneal(
     sweeps: how many iterations (traced).
     decay: the factor between two iterations.
     epsilon: the target (a floor).
+    progress: ``(sweeps done) -> None`` called after each sweep (static; ``None``: nothing).
 
   Returns:
     ``(f, g)`` after the last sweep (``g`` is its column update: columns exact at that sweep's epsilon).
@@ -77,6 +79,8 @@ def anneal(
   def sweep(k, fg):
     eps_k = jnp.maximum(eps0 * decay ** k.astype(eps0.dtype), epsilon)
     f = rows(fg[1], eps_k)
+    if progress is not None:
+      progress(k + 1)
     return f, columns(f, eps_k)
 
   return jax.lax.fori_loop(0, sweeps, sweep, (f, g))

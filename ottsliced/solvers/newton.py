@@ -35,7 +35,7 @@ as many for the plan (:class:`~ottsliced.SlicedSinkhorn` chooses this tail only
 below its ``max_plan_entries``).
 """
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -187,6 +187,7 @@ def newton_tail(
   halvings: int = 3,
   damping: float = 1e-3,
   direct: bool = False,
+  progress: Optional[Callable[[jax.Array, jax.Array], None]] = None,
 ) -> NewtonState:
   """Newton steps from ``g`` until the column L1 error is below ``threshold`` or the trace is full.
 
@@ -207,6 +208,7 @@ def newton_tail(
       CG's iterations cost more in dispatch than the factorisation in arithmetic) instead of CG (static).
     damping: the first step's Levenberg-Marquardt damping (then adapted: a quarter after a full
       step, twice after a shortened one, eight times after a refused one).
+    progress: ``(iterations done, trace) -> None`` called after each step (static; ``None``: nothing).
 
   Returns:
     The final :class:`NewtonState`; ``f`` has exact rows, ``trace[k - 1]`` its column error.
@@ -222,6 +224,8 @@ def newton_tail(
     trace = state.trace.at[state.k].set(err)
     k = state.k + 1
     done = (k >= max_iterations) | ((k >= max(min_iterations, 1)) & ~(err >= threshold))
+    if progress is not None:
+      progress(k, trace)
     return state._replace(k=k, trace=trace, done=done)
 
   def step(state: NewtonState) -> NewtonState:

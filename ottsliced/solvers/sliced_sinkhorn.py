@@ -55,13 +55,14 @@ iteration).
 """
 
 import functools
-from typing import Any, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from ott.geometry import grid, pointcloud
 from ott.problems.linear import linear_problem
+from ott.solvers.linear import implicit_differentiation as implicit_lib
 from ott.solvers.linear import sinkhorn
 
 from ottsliced import sliced
@@ -79,6 +80,7 @@ __all__ = [
   "DEFAULT_STEPS",
   "TAILS",
   "CorrectionState",
+  "ProgressState",
   "SlicedSinkhorn",
   "column_marginal",
   "correction_features",
@@ -153,6 +155,43 @@ def _update(geom: Any, w: jax.Array, f: jax.Array, g: jax.Array, epsilon: Any, a
   lse = geom.apply_lse_kernel(f, g, epsilon, axis=axis)[0]
   pos = w > 0
   return jnp.where(pos, epsilon * jnp.log(jnp.where(pos, w, 1.0)) - jnp.where(jnp.isfinite(lse), lse, 0.0), -jnp.inf)
+
+
+class ProgressState(NamedTuple):
+  """What a ``progress_fn`` receives as its state: ``errors [max_iterations // inner_iterations, 1]``, as OTT's."""
+
+  errors: jax.Array
+
+
+def _ott_keywords(
+  lse_mode, norm_error, inner_iterations, momentum, anderson, parallel_dual_updates, use_danskin, implicit_diff, own
+):
+  """Check OTT ``Sinkhorn``'s keywords; return ``(anderson_memory, anderson_ridge)`` (``own`` unless ``anderson``).
+
+  Each keyword keeps OTT's meaning; a value this solver cannot honour is refused by name.
+  """
+  refused = []
+  if not lse_mode:
+    refused.append("lse_mode=False (the solver works in the log domain only)")
+  if norm_error != 1:
+    refused.append(f"norm_error={norm_error} (the stopping error is the L1 marginal error, OTT's default 1)")
+  if momentum is not None:
+    refused.append("momentum (the solver's own tail replaces it: Newton steps, or corrections and Anderson)")
+  if parallel_dual_updates:
+    refused.append("parallel_dual_updates=True (the updates alternate)")
+  if use_danskin is False:
+    refused.append("use_danskin=False (the costs are differentiated by Danskin's theorem, not through the loop)")
+  if implicit_diff not in ("default", None) and not isinstance(implicit_diff, implicit_lib.ImplicitDiff):
+    refused.append(f"implicit_diff={implicit_diff!r}")
+  if int(inner_iterations) < 1:
+    refused.append(f"inner_iterations={inner_iterations} (must be >= 1)")
+  if anderson is not None and getattr(anderson, "refresh_every", 1) != 1:
+    refused.append(f"anderson with refresh_every={anderson.refresh_every} (the mixing is recomputed every iteration)")
+  if refused:
+    raise ValueError("SlicedSinkhorn cannot honour: " + "; ".join(refused) + ".")
+  if anderson is None:
+    return own
+  return int(anderson.memory), float(anderson.ridge_identity)
 
 
 def has_points(geom: Any) -> bool:
@@ -286,7 +325,30 @@ class SlicedSinkhorn:
     support: Optional[BoundSupport] = None,
     safeguard: bool = False,
     stop_after_rejection: bool = False,
+    lse_mode: bool = True,
+    norm_error: int = 1,
+    inner_iterations: int = 10,
+    momentum: Any = None,
+    anderson: Any = None,
+    parallel_dual_updates: bool = False,
+    recenter_potentials: bool = False,
+    use_danskin: Optional[bool] = None,
+    implicit_diff: Any = "default",
+    progress_fn: Optional[Callable[[Any], None]] = None,
   ):
+    anderson_memory, anderson_ridge = _ott_keywords(
+      lse_mode,
+      norm_error,
+      inner_iterations,
+      momentum,
+      anderson,
+      parallel_dual_updates,
+      use_danskin,
+      implicit_diff,
+      (anderson_memory, anderson_ridge),
+    )
+    self.inner_iterations, self.progress_fn = int(inner_iterations), progress_fn
+    self.recenter_potentials = bool(recenter_potentials)
     if theta is not None and validation.is_concrete(theta) and np.ndim(theta) != 2:
       raise ValueError(f"`theta` must be [L, d], got shape {np.shape(theta)}.")
     coef = _coefficients("steps", steps, theta, per_correction=True)
@@ -369,6 +431,9 @@ class SlicedSinkhorn:
       "support": self.support,
       "safeguard": self.safeguard,
       "stop_after_rejection": self.stop_after_rejection,
+      "inner_iterations": self.inner_iterations,
+      "recenter_potentials": self.recenter_potentials,
+      "progress_fn": self.progress_fn,
     }
     keep_sharing = "theta" not in kwargs and "initializer" not in kwargs and self.shares_projections
     theta = kwargs.pop("theta", self.theta)
@@ -514,7 +579,9 @@ class SlicedSinkhorn:
       sweeps = jnp.minimum(sweeps, self.max_iterations - 1)
       rows = lambda g_, e: _update(geom, a, f, g_, e, axis=1)  # noqa: E731
       cols = lambda f_, e: _update(geom, b, f_, g, e, axis=0)  # noqa: E731
-      f, g = annealing_lib.anneal(rows, cols, f, g, eps0, sweeps, decay, eps)
+      report, steps = self._progress(), jnp.arange(self.max_iterations)
+      progress = None if report is None else lambda done: report(done, jnp.where(steps < done, jnp.inf, -1.0))
+      f, g = annealing_lib.anneal(rows, cols, f, g, eps0, sweeps, decay, eps, progress=progress)
       trace = jnp.where(jnp.arange(self.max_iterations) < sweeps, jnp.inf, trace)
       k = sweeps
     threshold = jnp.asarray(self.threshold, dtype=f.dtype)
@@ -532,13 +599,16 @@ class SlicedSinkhorn:
         cg_iterations=self.cg_iterations,
         cg_tolerance=self.cg_tolerance,
         direct=self.newton_solve == "direct" or (self.newton_solve == "auto" and geom.shape[1] <= DIRECT_MAX),
+        progress=self._progress(),
       )
       f, g, trace = state.f, state.g, state.trace
     elif points:
-      f, g, trace = _solve(geom, a, b, f, g, py, self._coefs(theta, f.dtype), threshold, self._static(), k, trace)
+      coefs = self._coefs(theta, f.dtype)
+      f, g, trace = _solve(geom, a, b, f, g, py, coefs, threshold, self._static(), k, trace, progress=self._progress())
     else:  # no coordinates, no cost matrix (a Grid, an online geometry): (Anderson) Sinkhorn iterations
-      no_corrections = (jnp.zeros((0, 1), f.dtype), jnp.zeros((1,), f.dtype))
-      f, g, trace = _solve(geom, a, b, f, g, None, no_corrections, threshold, self._static(every=0), k, trace)
+      coefs = (jnp.zeros((0, 1), f.dtype), jnp.zeros((1,), f.dtype))  # no correction
+      static = self._static(every=0)
+      f, g, trace = _solve(geom, a, b, f, g, None, coefs, threshold, static, k, trace, progress=self._progress())
     last = jnp.maximum(jnp.sum(trace != -1) - 1, 0)
     err = trace[last]
     out = sinkhorn.SinkhornOutput(
@@ -579,6 +649,27 @@ class SlicedSinkhorn:
     _, _, trace = _solve(geom, a, b, f, g, py, coefs, 0.0, static, fixed=True)
     return trace
 
+  def _progress(self) -> Optional[Callable[[jax.Array, jax.Array], None]]:
+    """``progress_fn`` as OTT calls it, every ``inner_iterations`` iterations (``None`` without one).
+
+    OTT's callback receives ``(iteration, inner_iterations, max_iterations,
+    state)`` with ``iteration`` the index of the current iteration and
+    ``state.errors`` one error per ``inner_iterations`` (OTT's
+    ``ott.utils.default_progress_fn`` and ``tqdm_progress_fn`` read these).
+    """
+    fn, inner, total = self.progress_fn, self.inner_iterations, self.max_iterations
+    if fn is None:
+      return None
+
+    def report(done: jax.Array, trace: jax.Array) -> None:
+      def call():
+        errors = trace[inner - 1 :: inner][:, None]
+        jax.debug.callback(fn, (done - 1, inner, total, ProgressState(errors)))
+
+      jax.lax.cond(done % inner == 0, call, lambda: None)
+
+    return report
+
   _STATIC_FIELDS = (
     "line_search",
     "max_iterations",
@@ -599,7 +690,8 @@ class SlicedSinkhorn:
 
   def _aux(self) -> Tuple[Any, ...]:
     extra = (self.tail, self.annealing, self.max_plan_entries, self.newton_solve, self.cg_iterations, self.cg_tolerance)
-    return (*self._static(), self.shares_projections, *extra)
+    ott = (self.inner_iterations, self.progress_fn, self.recenter_potentials)
+    return (*self._static(), self.shares_projections, *extra, *ott)
 
   # ---------------------------------------------------------------- pytree
   def tree_flatten(self):  # noqa: D102
@@ -612,7 +704,8 @@ class SlicedSinkhorn:
     obj.theta, obj.coef, obj.every_coef, obj.initializer, obj.threshold, obj.support = children
     obj.line_search, obj.max_iterations, obj.min_iterations, obj.every, obj.anderson_memory = aux[:5]
     obj.anderson_ridge, obj.safeguard, obj.stop_after_rejection, obj.shares_projections = aux[5:9]
-    obj.tail, obj.annealing, obj.max_plan_entries, obj.newton_solve, obj.cg_iterations, obj.cg_tolerance = aux[9:]
+    obj.tail, obj.annealing, obj.max_plan_entries, obj.newton_solve, obj.cg_iterations, obj.cg_tolerance = aux[9:15]
+    obj.inner_iterations, obj.progress_fn, obj.recenter_potentials = aux[15:]
     return obj
 
   def __repr__(self) -> str:
@@ -624,7 +717,7 @@ class SlicedSinkhorn:
     )
 
 
-def _solve(geom, a, b, f, g, py, coefs, threshold, static, k0=None, trace=None, fixed=False):
+def _solve(geom, a, b, f, g, py, coefs, threshold, static, k0=None, trace=None, fixed=False, progress=None):
   """The loop: ``(f [n], g [m], errors [max_iterations])``; ``fixed``: all ``max_iterations``, as a ``lax.scan``.
 
   ``k0`` iterations are already in ``trace`` (annealing): the loop continues it.
@@ -643,6 +736,8 @@ def _solve(geom, a, b, f, g, py, coefs, threshold, static, k0=None, trace=None, 
     err = jnp.sum(jnp.abs(column_marginal(b, g, g_next, eps) - b))
     err = jnp.where(k > min_iterations - 1, err, jnp.inf) if min_iterations else err
     trace = trace.at[k].set(err)
+    if progress is not None:
+      progress(k + 1, trace)
     stop = (k + 1 >= max_iterations) | (((k + 1) >= max(min_iterations, 1)) & ~(err >= threshold))
     return (k + 1, f, g, g_next, trace, stop, history, active)
 

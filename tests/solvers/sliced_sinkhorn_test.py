@@ -484,3 +484,83 @@ def test_plain_geometries_under_jit_and_vmap(x64):
   for cost, plan in zip(costs, plans(costs)):
     ref = _converged_ott(geometry.Geometry(cost_matrix=cost, epsilon=0.02), a, b)
     np.testing.assert_allclose(plan, ref.matrix, atol=1e-9)
+
+
+# ------------------------------------------------------------------ OTT's Sinkhorn keywords
+
+
+def test_otts_keywords_keep_their_meaning_or_are_refused_by_name():
+  from ott.solvers.linear import acceleration, implicit_differentiation
+
+  solver = SlicedSinkhorn(
+    lse_mode=True,
+    threshold=1e-3,
+    norm_error=1,
+    inner_iterations=10,
+    min_iterations=0,
+    max_iterations=2000,
+    momentum=None,
+    anderson=acceleration.AndersonAcceleration(memory=3, ridge_identity=1e-3),
+    parallel_dual_updates=False,
+    recenter_potentials=False,
+    use_danskin=None,
+    implicit_diff=implicit_differentiation.ImplicitDiff(),
+    initializer=None,
+    progress_fn=None,
+  )
+  assert (solver.anderson_memory, solver.anderson_ridge, solver.inner_iterations) == (3, 1e-3, 10)
+  assert solver.replace(threshold=1e-4).anderson_memory == 3
+  refused = {
+    "lse_mode=False": {"lse_mode": False},
+    "norm_error=2": {"norm_error": 2},
+    "momentum": {"momentum": acceleration.Momentum(value=1.5)},
+    "parallel_dual_updates=True": {"parallel_dual_updates": True},
+    "use_danskin=False": {"use_danskin": False},
+    "inner_iterations=0": {"inner_iterations": 0},
+    "anderson with refresh_every=3": {"anderson": acceleration.AndersonAcceleration(memory=2, refresh_every=3)},
+  }
+  for name, kwargs in refused.items():
+    with pytest.raises(ValueError, match=f"cannot honour: {name}"):
+      SlicedSinkhorn(**kwargs)
+
+
+@pytest.mark.parametrize("tail", ["newton", "sinkhorn"])
+def test_progress_fn_is_called_as_ott_calls_it(tail, capsys):
+  """OTT's own ``default_progress_fn``: every ``inner_iterations`` iterations (annealing sweeps included, their
+  error ``inf``), with the error of that iteration."""
+  from ott import utils
+
+  rs = np.random.default_rng(6)
+  x, a = random_measure(rs, 40, 2)
+  y, b = random_measure(rs, 30, 2)
+  prob = _problem(x, y + 1.0, a, b, 0.05)
+  solver = SlicedSinkhorn(
+    tail=tail, inner_iterations=3, threshold=1e-5, progress_fn=utils.default_progress_fn(fmt="{iter} {error}")
+  )
+  out = _solve(solver, prob)
+  jax.effects_barrier()
+  lines = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
+  done = _iterations(out)
+  assert [int(i) for i, _ in lines] == list(range(3, done + 1, 3))
+  errors = np.asarray(out.errors)
+  assert np.isinf(errors[0])  # annealed: from 0.1 x mean cost down to 0.05
+  np.testing.assert_allclose([float(e) for _, e in lines], errors[np.arange(3, done + 1, 3) - 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("tail", ["newton", "sinkhorn"])
+def test_cost_gradients_match_otts(x64, tail):
+  """``jax.grad`` of ``reg_ot_cost`` with respect to the points (Danskin): OTT's gradient, float64."""
+  rs = np.random.default_rng(7)
+  x, a = random_measure(rs, 20, 2)
+  y, b = random_measure(rs, 16, 2)
+
+  def cost(solver, x):
+    prob = _problem(x, y + 1.0, a, b, 0.1)
+    return solver(prob).reg_ot_cost
+
+  ours = jax.jit(jax.grad(lambda x: cost(SlicedSinkhorn(tail=tail, threshold=1e-10, max_iterations=10_000), x)))
+  ott = jax.jit(jax.grad(lambda x: cost(sinkhorn.Sinkhorn(threshold=1e-10, max_iterations=10_000), x)))
+  grad = ours(jnp.asarray(x))
+  assert np.all(np.isfinite(grad))
+  assert np.abs(grad).max() > 1e-3
+  np.testing.assert_allclose(grad, ott(jnp.asarray(x)), atol=1e-8)
