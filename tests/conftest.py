@@ -34,6 +34,10 @@ def pytest_configure(config):
     path = tempfile.mkdtemp(prefix="ottsliced-test-jax-cache-")
     os.environ[_CACHE_ENV] = path
     config._ottsliced_cache_to_remove = path
+  # Most programs here are compiled once and run for milliseconds: LLVM's optimisation passes cost more than
+  # they save (quick configs 14 % faster end to end, measured cold, one process). XLA reads the flags when the
+  # CPU backend starts, after this hook; set XLA_FLAGS yourself to choose otherwise.
+  os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
   # Child processes (notebook kernels, the CLI) read these when they import jax.
   os.environ["JAX_COMPILATION_CACHE_DIR"] = path
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"

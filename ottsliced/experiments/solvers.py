@@ -376,7 +376,7 @@ def _geomloss_method(scaling: float):
   device = torch.device("cuda" if on_gpu else "cpu")
 
   def prepare(pair: Pair):
-    t = lambda v: torch.as_tensor(np.asarray(v, np.float32), device=device)  # noqa: E731
+    t = lambda v: torch.as_tensor(np.array(v, np.float32), device=device)  # noqa: E731  (a copy: writable)
     return t(pair.x), t(pair.y), t(pair.a), t(pair.b), pair.epsilon
 
   def solve(x, y, a, b, eps, tol):
