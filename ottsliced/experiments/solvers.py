@@ -58,7 +58,17 @@ from ottsliced.fitting.regression import fit_ra
 from ottsliced.problems.batch import ProblemBatch
 from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
 
-__all__ = ["CaseConfig", "Config", "OTTConfig", "PeersConfig", "format_summary", "format_table", "run"]
+__all__ = [
+  "CaseConfig",
+  "Config",
+  "OTTConfig",
+  "PeersConfig",
+  "format_scaling",
+  "format_summary",
+  "format_table",
+  "program_megabytes",
+  "run",
+]
 
 DATA = ("gmm", "mnist", "multires", "color", "sphere", "flow", "tabular", "photos")
 
@@ -154,6 +164,7 @@ class Config:
   reference_threshold: float = 1e-6
   slack: float = 1.1
   figure: bool = True
+  memory: bool = False  # also each jitted method's XLA buffer size (arguments, outputs, temporaries), in MB
   compile_workers: int = 1  # > 1: compile a case's methods in that many threads first (a many-core GPU host)
 
   def __post_init__(self):
@@ -449,6 +460,22 @@ def _call(method: Method, args: Tuple[Any, ...], tol: float):
   return time.perf_counter() - t0, out
 
 
+def program_megabytes(method: Method, args: Tuple[Any, ...], tol: float) -> float:
+  """The XLA buffers of a jitted method's compiled solve (arguments, outputs, temporaries), in MB.
+
+  What the compiler allocates for one call, read from the compiled program
+  (``memory_analysis``) rather than sampled while it runs: the same on every
+  machine with the same backend, and the quantity an online geometry keeps
+  linear in ``n``.
+  """
+  fn, bound = method.solve, ()
+  if isinstance(fn, functools.partial):
+    fn, bound = fn.func, fn.args
+  stats = fn.lower(*bound, *args, jnp.float32(tol)).compile().memory_analysis()
+  total = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+  return (total - stats.alias_size_in_bytes) / 2**20
+
+
 def _reference(pair: Pair, threshold: float) -> float:
   """The transport cost of the pair solved to ``threshold`` in float64."""
   with jax.enable_x64(True):
@@ -561,9 +588,18 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
     methods += ott_methods(config.ott, case, cost_fn, limit)
     methods += peer_methods(config.peers, case, cost_fn, limit)
     references = [_reference(p, config.reference_threshold) for p in pairs]
+    megabytes = {}
+    if config.memory:
+      megabytes = {
+        m.name: program_megabytes(m, m.prepare(pairs[0]), config.tolerances[0])
+        for m in methods
+        if m.family in ("ours", "ott")
+      }
     per_tol = {}
     for tol in config.tolerances:
       rows = bench_case(case, config, tol, methods, pairs, references, progress)
+      for name, mb in megabytes.items():
+        rows[name]["memory_mb"] = mb
       best = _fastest(rows, "ott")
       ours = rows["ottsliced"]
       per_tol[str(tol)] = {
@@ -586,6 +622,8 @@ def run(config: Config, out_dir: str, progress: bool = True) -> Dict[str, Any]:
   metrics = {"suite": config.suite, "device": device_name(), "jax": jax.__version__, "cases": cases_out, "figures": {}}
   if config.figure:
     metrics["figures"]["ratios"] = _figure(metrics, out_dir)
+    if len({c["case"]["n"] for c in cases_out}) > 2:
+      metrics["figures"]["scaling"] = _scaling_figure(metrics, out_dir)
   return metrics
 
 
@@ -622,6 +660,51 @@ def _figure(metrics: Dict[str, Any], out_dir: str) -> str:
   ax.set_title(f"suite {metrics['suite']}")
   fig.tight_layout()
   path = os.path.join(out_dir, "ratios.png")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _scaling_figure(metrics: Dict[str, Any], out_dir: str) -> str:
+  """Wall time (and buffer MB, where measured) against ``n``: ottsliced and the best OTT configuration per n."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  memory = any(
+    "memory_mb" in r for c in metrics["cases"] for t in c["tolerances"].values() for r in t["methods"].values()
+  )
+  fig, axes = plt.subplots(1, 2 if memory else 1, figsize=(9 if memory else 5, 3.6), squeeze=False)
+  tols = list(metrics["cases"][0]["tolerances"])
+  for k, tol in enumerate(tols):
+    ns, ours, best, ours_mb, best_mb = [], [], [], [], []
+    for c in metrics["cases"]:
+      t = c["tolerances"].get(tol)
+      if t is None:
+        continue
+      rows, name = t["methods"], t["best_ott"]
+      ns.append(c["case"]["n"])
+      ours.append(rows["ottsliced"]["ms"] if rows["ottsliced"]["met"] else np.nan)
+      best.append(rows[name]["ms"] if name else np.nan)
+      ours_mb.append(rows["ottsliced"].get("memory_mb", np.nan))
+      best_mb.append(rows[name].get("memory_mb", np.nan) if name else np.nan)
+    color = f"C{k}"
+    axes[0, 0].loglog(ns, ours, "o-", color=color, label=f"ottsliced, tol {float(tol):g}")
+    axes[0, 0].loglog(ns, best, "s--", color=color, label=f"best OTT, tol {float(tol):g}")
+    if memory and k == 0:
+      axes[0, 1].loglog(ns, ours_mb, "o-", color="k", label="ottsliced")
+      axes[0, 1].loglog(ns, best_mb, "s--", color="tab:gray", label="best OTT (at the first tol)")
+  axes[0, 0].set_xlabel("n (atoms per side)")
+  axes[0, 0].set_ylabel("median ms per solve")
+  axes[0, 0].legend(fontsize=7)
+  if memory:
+    axes[0, 1].set_xlabel("n (atoms per side)")
+    axes[0, 1].set_ylabel("XLA buffers of the compiled solve, MB")
+    axes[0, 1].legend(fontsize=7)
+  fig.suptitle(f"suite {metrics['suite']}")
+  fig.tight_layout()
+  path = os.path.join(out_dir, "scaling.png")
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
@@ -692,5 +775,41 @@ def format_summary(metrics: Dict[str, Any]) -> str:
       lines.append(
         f"| {c['label']} | {float(tol):g} | {best_cell} | {_ms(rows['ottsliced'])} | "
         f"{t['ratio_to_best_ott']:.2f} | {t['ratio_to_ott_default']:.2f} |"
+      )
+  return "\n".join(lines)
+
+
+def _slopes(values: List[Tuple[int, float]]) -> List[str]:
+  """Log-log slopes between consecutive ``(n, value)`` points: the growth exponent in ``n``."""
+  out = ["–"]
+  for (n0, v0), (n1, v1) in zip(values, values[1:]):
+    ok = v0 > 0 and v1 > 0 and np.isfinite(v0) and np.isfinite(v1)
+    out.append(f"{math.log(v1 / v0) / math.log(n1 / n0):.2f}" if ok else "–")
+  return out
+
+
+def format_scaling(metrics: Dict[str, Any]) -> str:
+  """Markdown: per tolerance and ``n``, ms and MB of ottsliced and the best OTT configuration, growth exponents."""
+  lines = [
+    "| tol | n | best OTT configuration: ms (iterations) | its MB | ottsliced | MB | × best OTT "
+    "| growth exponent, best OTT / ottsliced |",
+    "|---:|---:|---|---:|---:|---:|---:|---|",
+  ]
+  for tol in metrics["cases"][0]["tolerances"]:
+    entries = [(c, c["tolerances"][tol]) for c in metrics["cases"] if tol in c["tolerances"]]
+    best_ms = [
+      (c["case"]["n"], t["methods"][t["best_ott"]]["ms"] if t["best_ott"] else float("nan")) for c, t in entries
+    ]
+    ours_ms = [
+      (c["case"]["n"], t["methods"]["ottsliced"]["ms"] if t["methods"]["ottsliced"]["met"] else float("nan"))
+      for c, t in entries
+    ]
+    for (c, t), g_best, g_ours in zip(entries, _slopes(best_ms), _slopes(ours_ms)):
+      rows, best = t["methods"], t["best_ott"]
+      mb = lambda row: f"{row['memory_mb']:.1f}" if "memory_mb" in row else "–"  # noqa: E731
+      best_cell = f"{best.removeprefix('OTT ')}: {_ms(rows[best])}" if best else "none met the tolerance"
+      lines.append(
+        f"| {float(tol):g} | {c['case']['n']} | {best_cell} | {mb(rows[best]) if best else '–'} | "
+        f"{_ms(rows['ottsliced'])} | {mb(rows['ottsliced'])} | {t['ratio_to_best_ott']:.2f} | {g_best} / {g_ours} |"
       )
   return "\n".join(lines)

@@ -82,3 +82,29 @@ def test_quick_suite_end_to_end(tmp_path):
       assert rows[best]["ms"] == min(v["ms"] for v in rows.values() if v["family"] == "ott" and v["met"])
       np.testing.assert_allclose(entry["ratio_to_best_ott"], ours["ms"] / rows[best]["ms"])
       assert f"| {case['label']} | {float(tol):g} |" in table
+
+
+def test_scaling_suite_reports_memory_and_growth(tmp_path):
+  cases = tuple(bench.CaseConfig("gmm", n=n, d=2, epsilon=0.05, pairs=1, online=32) for n in (32, 64, 128))
+  config = bench.Config(
+    suite="scaling",
+    tolerances=(1e-2,),
+    cases=cases,
+    ott=bench.OTTConfig(anderson=(), momentum=(), gaussian=False, epsilon_scaling=()),
+    peers=None,
+    repeats=1,
+    memory=True,
+  )
+  metrics = bench.run(config, str(tmp_path), progress=False)
+  assert (tmp_path / "scaling.png").exists()
+  for c in metrics["cases"]:
+    rows = c["tolerances"]["0.01"]["methods"]
+    assert rows["ottsliced"]["met"]
+    assert rows["ottsliced"]["memory_mb"] > 0
+    assert rows["OTT default"]["memory_mb"] > 0
+  # The online geometry stores no n x n matrix: OTT's buffers at n = 128 are below the dense cost's 64 kB.
+  assert metrics["cases"][-1]["tolerances"]["0.01"]["methods"]["OTT default"]["memory_mb"] < 128 * 128 * 4 / 2**20
+  table = bench.format_scaling(metrics)
+  assert table.count("\n| 0.01 | ") == 3
+  assert "| 0.01 | 32 |" in table
+  assert " / " in table.splitlines()[-1]
