@@ -638,12 +638,26 @@ def _write_partial(out_dir: str, config: Config, cases: List[Dict[str, Any]]) ->
     json.dump(_jsonable(partial), fh, indent=1)
 
 
-def _figure(metrics: Dict[str, Any], out_dir: str) -> str:
+def _pyplot():
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
+  return plt
+
+
+def _save_figure(fig: Any, out_dir: str, name: str) -> str:
+  """Lay out, write ``out_dir/name`` (110 dpi), close; the path."""
+  fig.tight_layout()
+  path = os.path.join(out_dir, name)
+  fig.savefig(path, dpi=110)
+  _pyplot().close(fig)
+  return path
+
+
+def _figure(metrics: Dict[str, Any], out_dir: str) -> str:
+  plt = _pyplot()
   labels, ratios = [], []
   for c in metrics["cases"]:
     for tol, t in c["tolerances"].items():
@@ -658,20 +672,12 @@ def _figure(metrics: Dict[str, Any], out_dir: str) -> str:
   ax.set_xscale("log")
   ax.set_xlabel("ottsliced wall time / best OTT configuration's (below 1: faster)")
   ax.set_title(f"suite {metrics['suite']}")
-  fig.tight_layout()
-  path = os.path.join(out_dir, "ratios.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _save_figure(fig, out_dir, "ratios.png")
 
 
 def _scaling_figure(metrics: Dict[str, Any], out_dir: str) -> str:
   """Wall time (and buffer MB, where measured) against ``n``: ottsliced and the best OTT configuration per n."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = _pyplot()
   memory = any(
     "memory_mb" in r for c in metrics["cases"] for t in c["tolerances"].values() for r in t["methods"].values()
   )
@@ -703,11 +709,7 @@ def _scaling_figure(metrics: Dict[str, Any], out_dir: str) -> str:
     axes[0, 1].set_ylabel("XLA buffers of the compiled solve, MB")
     axes[0, 1].legend(fontsize=7)
   fig.suptitle(f"suite {metrics['suite']}")
-  fig.tight_layout()
-  path = os.path.join(out_dir, "scaling.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _save_figure(fig, out_dir, "scaling.png")
 
 
 def _ms(row: Dict[str, Any]) -> str:
