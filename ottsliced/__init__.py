@@ -28,6 +28,8 @@ from ottsliced.solvers.divergence import sinkhorn_divergence  # noqa: E402
 from ottsliced.solvers.iterations import num_iterations  # noqa: E402
 from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn  # noqa: E402
 from ottsliced.solvers.solve import solve  # noqa: E402
+from ottsliced.solvers.srot import SROT, SROTOutput  # noqa: E402
+from ottsliced.solvers.srot_divergence import SROTDivergenceOutput, srot_divergence  # noqa: E402
 from ottsliced.solvers.step_selection import select_steps  # noqa: E402
 
 __version__ = "0.1.0"
@@ -35,6 +37,9 @@ __version__ = "0.1.0"
 __all__ = [
   "AmortizedInfo",
   "MeasurePools",
+  "SROT",
+  "SROTDivergenceOutput",
+  "SROTOutput",
   "ProblemBatch",
   "SlicedInitializer",
   "SlicedSinkhorn",
@@ -52,4 +57,5 @@ __all__ = [
   "sliced_potentials",
   "solve",
   "solve_batch",
+  "srot_divergence",
 ]

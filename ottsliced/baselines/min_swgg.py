@@ -5,16 +5,7 @@ coupling of the projected, weighted measures is lifted to the original points
 and its full cost :math:`\sum_k \pi_k\, c(x_{i_k}, y_{j_k})` is evaluated; the
 cheapest lifted plan is returned. No training.
 
-North-west corner coupling (no loop over atoms). With sorted weights and
-cumulative distributions :math:`A` (``n``) and :math:`B` (``m``), both ending at
-exactly 1, merge the ``n + m`` levels into :math:`u_0\le\dots\le u_{n+m-1}` and
-put :math:`u_{-1}=0`. Segment :math:`k` carries mass :math:`u_k-u_{k-1}` from
-source row :math:`i_k=\#\{i: A_i\le u_{k-1}\}` to target column
-:math:`j_k=\#\{j: B_j\le u_{k-1}\}`; for a segment of positive length these are
-the exclusive counts of ``A``- and ``B``-levels before position ``k`` in the
-merge, so one stable ``argsort`` and one ``cumsum`` give all segments. The last
-two levels are both 1, so at most ``n + m - 1`` segments have positive mass, and
-zero-weight atoms (padding) never receive any.
+The north-west corner coupling is :func:`ottsliced.sliced.monotone_coupling`.
 """
 
 import functools
@@ -48,49 +39,6 @@ class SWGGResult(NamedTuple):
   direction: jax.Array
 
 
-_SEARCH_METHOD = "scan"
-
-
-def _ss(sorted_arr: jax.Array, query: jax.Array, side: str) -> jax.Array:
-  return jnp.searchsorted(sorted_arr, query, side=side, method=_SEARCH_METHOD)
-
-
-def _cdf(w: jax.Array) -> jax.Array:
-  """Normalised cumulative weights, last entry exactly 1."""
-  c = jnp.cumsum(w)
-  c = c / c[-1]
-  return c.at[-1].set(1.0)
-
-
-def _nw_segments(a_sorted: jax.Array, b_sorted: jax.Array) -> Tuple[jax.Array, jax.Array, jax.Array]:
-  """North-west corner coupling of two sorted 1-D weighted measures.
-
-  Every segment of the merged levels ends at one level: the ``n`` source
-  levels first, then the ``m`` target levels (a target level equal to a source
-  level gets mass 0, so ties are counted once).
-
-  Args:
-    a_sorted: source weights in sorted order ``[n]`` (>= 0, positive total).
-    b_sorted: target weights in sorted order ``[m]``.
-
-  Returns:
-    ``(i [n+m], j [n+m], mass [n+m])``: sorted row, sorted column and mass of
-    each segment; masses are >= 0 and sum to 1 (normalised weights).
-  """
-  n, m = a_sorted.shape[0], b_sorted.shape[0]
-  A, B = _cdf(a_sorted), _cdf(b_sorted)
-  zero = jnp.zeros((1,), A.dtype)
-  A0, B0 = jnp.concatenate([zero, A]), jnp.concatenate([zero, B])  # level below index k is A0[k]
-  below_b = _ss(B, A, "left")  # [n] #{j: B_j < A_i}: column of the segment ending at A_i
-  # [m] #{i: A_i <= B_j} = #{i: below_b[i] <= j}: row of the segment ending at B_j (a histogram, no 2nd search).
-  upto_a = jnp.cumsum(jnp.zeros(m + 1, below_b.dtype).at[below_b].add(1))[:m]
-  mass_a = A - jnp.maximum(A0[:-1], B0[below_b])
-  mass_b = B - jnp.maximum(B0[:-1], A0[upto_a])
-  i = jnp.concatenate([jnp.arange(n), jnp.minimum(upto_a, n - 1)])
-  j = jnp.concatenate([jnp.minimum(below_b, m - 1), jnp.arange(m)])
-  return i, j, jnp.maximum(jnp.concatenate([mass_a, mass_b]), 0.0)
-
-
 def _pair_costs(xi: jax.Array, yj: jax.Array, cost_fn: Optional[CostFn]) -> jax.Array:
   """``c(xi[k], yj[k])`` for gathered point pairs ``[..., d] -> [...]``."""
   if cost_fn is None:
@@ -109,7 +57,7 @@ def _project_sort(z: jax.Array, theta: jax.Array) -> jax.Array:
 
 def _lifted_cost(x, y, a, b, ox, oy, cost_fn) -> jax.Array:
   """Full cost of the lifted NW plan for one pair and one direction (orders ``ox [n]``, ``oy [m]``)."""
-  i, j, mass = _nw_segments(a[ox], b[oy])
+  i, j, mass = sliced.monotone_coupling(a[ox], b[oy])
   xi, yj = x[ox[i]], y[oy[j]]
   return jnp.sum(mass * _pair_costs(xi, yj, cost_fn)) * jnp.sum(a)
 
@@ -117,7 +65,7 @@ def _lifted_cost(x, y, a, b, ox, oy, cost_fn) -> jax.Array:
 def _lifted_plan(x, y, a, b, theta, cost_fn) -> Tuple[jax.Array, jax.Array]:
   """Dense lifted NW plan ``[n, m]`` and its cost for one pair and one direction ``theta [d]``."""
   ox, oy = _project_sort(x, theta[None])[0], _project_sort(y, theta[None])[0]
-  i, j, mass = _nw_segments(a[ox], b[oy])
+  i, j, mass = sliced.monotone_coupling(a[ox], b[oy])
   mass = mass * jnp.sum(a)
   rows, cols = ox[i], oy[j]
   plan = jnp.zeros((x.shape[0], y.shape[0]), mass.dtype).at[rows, cols].add(mass)

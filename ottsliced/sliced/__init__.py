@@ -1,6 +1,7 @@
 """The core: directions, sorted projections and exact 1-D OT potentials of projected measures (no I/O)."""
 
 from ottsliced.sliced.directions import directions
+from ottsliced.sliced.plans import SlicedPlan, monotone_coupling, sliced_plan
 from ottsliced.sliced.potentials import (
   Centering,
   batched_sliced_potentials,
@@ -17,6 +18,7 @@ from ottsliced.sliced.uniform import uniform_source_potentials
 __all__ = [
   "BoundSupport",
   "Centering",
+  "SlicedPlan",
   "SortedProjections",
   "argsort_rows",
   "batched_sliced_potentials",
@@ -25,6 +27,8 @@ __all__ = [
   "check_centering",
   "combined_source_potentials",
   "directions",
+  "monotone_coupling",
+  "sliced_plan",
   "sliced_potentials",
   "sliced_potentials_sorted",
   "sort_projections",
