@@ -106,6 +106,7 @@ def sliced_plan(x: jax.Array, y: jax.Array, a: jax.Array, b: jax.Array, theta: j
   Returns:
     :class:`SlicedPlan` with ``L * (n + m)`` cells; its total mass is ``sum(a)``.
   """
+  x, y, a, b, theta = (jnp.asarray(v) for v in (x, y, a, b, theta))
   ox, oy = sort_projections(x, theta).order, sort_projections(y, theta).order  # [L, n], [L, m]
 
   def one(o1, o2):
