@@ -92,14 +92,40 @@ class SROTOutput(NamedTuple):
   @property
   def matrix(self) -> jax.Array:
     """The plan :math:`P` as a dense ``[n, m]`` matrix (forms it)."""
-    eps = self.geom.epsilon
-    logits = (self.f[:, None] + self.g[None, :] - self.geom.cost_matrix) / eps
-    return jnp.exp(jnp.minimum(logits, 0.0) + jnp.maximum(logits, 0.0)) * self.reference_matrix
+    logits = (self.f[:, None] + self.g[None, :] - self.geom.cost_matrix) / self.geom.epsilon
+    return jnp.exp(logits) * self.reference_matrix
 
   @property
   def transport_cost(self) -> jax.Array:
-    r""":math:`\langle C, P\rangle`, the plan's cost without the regulariser (forms ``[n, m]``)."""
-    return jnp.sum(self.matrix * self.geom.cost_matrix)
+    r""":math:`\langle C, P\rangle`, the plan's cost without the regulariser.
+
+    Never forms ``[n, m]`` on an online geometry: the ``a ⊗ b`` part of the
+    plan is summed over blocks of ``batch_size`` rows, the sliced part over its
+    cells.
+    """
+    geom, eps, s = self.geom, self.geom.epsilon, self.smoothing
+    total = jnp.zeros((), self.f.dtype)
+    if s > 0.0:
+      n, d = geom.x.shape
+      block = geom.batch_size if geom.is_online else n
+      pad = (-n) % block
+      xs = jnp.concatenate([geom.x, jnp.zeros((pad, d), geom.x.dtype)]).reshape(-1, block, d)
+      fs = jnp.concatenate([self.f, jnp.zeros((pad,), self.f.dtype)]).reshape(-1, block)
+      as_ = jnp.concatenate([self.a, jnp.zeros((pad,), self.a.dtype)]).reshape(-1, block)
+
+      def rows(args):
+        xb, fb, ab = args
+        cost = geom.cost_fn.all_pairs(xb, geom.y) * geom.inv_scale_cost
+        plan = ab[:, None] * self.b[None, :] * jnp.exp((fb[:, None] + self.g[None, :] - cost) / eps)
+        return jnp.sum(jnp.where(plan > 0, plan * cost, 0.0))
+
+      total += s * jnp.sum(jax.lax.map(rows, (xs, fs, as_)))
+    if s < 1.0:
+      ref = self.reference
+      cost = jax.vmap(geom.cost_fn)(geom.x[ref.rows], geom.y[ref.cols]) * geom.inv_scale_cost
+      plan = ref.mass * jnp.exp((self.f[ref.rows] + self.g[ref.cols] - cost) / eps)
+      total += (1.0 - s) * jnp.sum(jnp.where(plan > 0, plan * cost, 0.0))
+    return total
 
   @property
   def kl(self) -> jax.Array:

@@ -68,11 +68,15 @@ def test_zero_smoothing_stays_on_the_sliced_supports(x64):
 
 def test_online_geometry_and_other_cost_match_dense(x64):
   prob = _problem(3, n=40, m=33, cost_fn=ots_cost())
-  online = _problem(3, n=40, m=33, cost_fn=ots_cost(), batch_size=8)
+  online = _problem(3, n=40, m=33, cost_fn=ots_cost(), batch_size=7)
   out, out_online = _solve(prob), _solve(online)
   np.testing.assert_allclose(out_online.f, out.f, atol=1e-9)
   np.testing.assert_allclose(out_online.g, out.g, atol=1e-9)
   np.testing.assert_allclose(out_online.reg_ot_cost, out.reg_ot_cost, rtol=1e-10)
+  # <C, P>: by blocks of rows and over the cells (online), densely (dense), and from the dense plan.
+  dense_cost = np.sum(np.asarray(out.matrix) * np.asarray(prob.geom.cost_matrix))
+  np.testing.assert_allclose(out_online.transport_cost, dense_cost, rtol=1e-10)
+  np.testing.assert_allclose(out.transport_cost, dense_cost, rtol=1e-10)
 
 
 def ots_cost():
