@@ -16,6 +16,7 @@ SMALL = {
   "color_transfer.ipynb": "NUM_TRAIN, NUM_TEST, OA_STEPS, NUM_CROPS, NUM_COLORS = 4, 3, 20, 5, 16",
   "sphere.ipynb": "NUM_TRAIN, NUM_TEST, OA_STEPS, NUM_DEMAND = 4, 3, 20, 200",
   "attention.ipynb": "NUM_TRAIN, NUM_TEST, EPOCHS, SEEDS = 128, 64, 1, [0]",
+  "srot_gradient_flow.ipynb": "NUM_POINTS, NUM_STEPS, EPSILON = 40, 5, 0.1",
 }
 
 
