@@ -86,7 +86,10 @@ def monotone_coupling(a_sorted: jax.Array, b_sorted: jax.Array) -> Tuple[jax.Arr
   mass_b = B - jnp.maximum(B0[:-1], A0[upto_a])
   i = jnp.concatenate([jnp.arange(n), jnp.minimum(upto_a, n - 1)])
   j = jnp.concatenate([jnp.minimum(below_b, m - 1), jnp.arange(m)])
-  return i, j, jnp.maximum(jnp.concatenate([mass_a, mass_b]), 0.0)
+  mass = jnp.maximum(jnp.concatenate([mass_a, mass_b]), 0.0)
+  # XLA's parallel cumsum need not repeat a level exactly after a zero weight: a zero-weight atom could get
+  # round-off mass (1e-17), which SROT's potentials would then inflate. It gets none.
+  return i, j, jnp.where((a_sorted[i] > 0) & (b_sorted[j] > 0), mass, 0.0)
 
 
 def sliced_plan(x: jax.Array, y: jax.Array, a: jax.Array, b: jax.Array, theta: jax.Array) -> SlicedPlan:
