@@ -30,6 +30,7 @@ TASKS: Dict[str, str] = {
   "throughput": "ottsliced.experiments.throughput",
   "attention": "ottsliced.experiments.attention",
   "solvers": "ottsliced.experiments.solvers",
+  "srot": "ottsliced.experiments.srot",
 }
 
 

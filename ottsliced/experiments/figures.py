@@ -9,6 +9,7 @@ __all__ = [
   "plot_attention_maps",
   "iterations_bar_chart",
   "plot_digit_interpolation",
+  "plot_gap_curves",
   "plot_recolored",
   "plot_sphere_plan",
 ]
@@ -173,3 +174,41 @@ def plot_sphere_plan(
   axes[0, 0].set_ylabel("latitude")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
+
+
+def plot_gap_curves(series: Dict[str, Dict[str, Any]], path: str, floor: float = 1e-6) -> None:
+  """Relative cost gap to exact OT against epsilon (top row) and against wall time (bottom row), one column per case.
+
+  Args:
+    series: ``{case: {"curves": {method: (relative epsilons, gaps, seconds)}, "levels": {method: (gap, seconds)}}}``;
+      curves are methods with an epsilon (entropic OT, SROT), levels the ones without (a sliced plan: a
+      horizontal line on top, a point below).
+    path: output PNG.
+    floor: gaps are clipped below at this value (log axes).
+  """
+  fig = _figure(figsize=(3.3 * len(series), 6.2))
+  axes = fig.subplots(2, len(series), squeeze=False)
+  for c, (case, parts) in enumerate(series.items()):
+    top, bottom = axes[0, c], axes[1, c]
+    for k, (name, (eps, gaps, secs)) in enumerate(parts["curves"].items()):
+      order = np.argsort(eps)
+      e, g, t = (np.asarray(v, float)[order] for v in (eps, gaps, secs))
+      style = {"color": "k", "lw": 2.0, "marker": "o"} if name == "entropic" else {"color": f"C{k}", "marker": "."}
+      top.plot(e, np.maximum(g, floor), label=name, **style)
+      bottom.plot(1e3 * t, np.maximum(g, floor), label=name, **style)
+    for k, (name, (gap, secs)) in enumerate(parts["levels"].items(), start=len(parts["curves"])):
+      top.axhline(max(gap, floor), color=f"C{k}", ls="--", lw=1, alpha=0.7, label=f"{name} (no ε)")
+      bottom.plot([1e3 * secs], [max(gap, floor)], marker="x", ls="", color=f"C{k}", label=f"{name} (no ε)")
+    for ax in (top, bottom):
+      ax.set_xscale("log")
+      ax.set_yscale("log")
+      ax.grid(True, which="major", alpha=0.3)
+    top.set_title(case, fontsize=9)
+    top.set_xlabel("ε / mean cost")
+    bottom.set_xlabel("wall time (ms)")
+  axes[0, 0].set_ylabel("(⟨C,P⟩ − OT) / OT")
+  axes[1, 0].set_ylabel("(⟨C,P⟩ − OT) / OT")
+  handles, labels = axes[0, 0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7, frameon=False)
+  fig.tight_layout(rect=(0, 0.06, 1, 1))
+  fig.savefig(path, dpi=100)
