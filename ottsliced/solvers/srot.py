@@ -48,7 +48,7 @@ from ott.problems.linear import linear_problem
 from ottsliced import sliced
 from ottsliced._internal import validation
 
-__all__ = ["SROT", "SROTOutput", "srot_plan_reference"]
+__all__ = ["SROT", "SROTOutput", "cell_costs", "srot_plan_reference"]
 
 
 class SROTOutput(NamedTuple):
@@ -122,7 +122,7 @@ class SROTOutput(NamedTuple):
       total += s * jnp.sum(jax.lax.map(rows, (xs, fs, as_)))
     if s < 1.0:
       ref = self.reference
-      cost = jax.vmap(geom.cost_fn)(geom.x[ref.rows], geom.y[ref.cols]) * geom.inv_scale_cost
+      cost = cell_costs(geom, ref)
       plan = ref.mass * jnp.exp((self.f[ref.rows] + self.g[ref.cols] - cost) / eps)
       total += (1.0 - s) * jnp.sum(jnp.where(plan > 0, plan * cost, 0.0))
     return total
@@ -137,14 +137,17 @@ def _dense_reference(plan: sliced.SlicedPlan, a, b, smoothing: float, n: int, m:
   return smoothing * a[:, None] * b[None, :] + (1.0 - smoothing) * plan.todense(n, m)
 
 
+def cell_costs(geom: pointcloud.PointCloud, plan: sliced.SlicedPlan) -> jax.Array:
+  """The ground cost ``[L * (n + m)]`` on the cells of a sliced plan (the geometry's cost function and scaling)."""
+  return jax.vmap(geom.cost_fn)(geom.x[plan.rows], geom.y[plan.cols]) * geom.inv_scale_cost
+
+
 def srot_plan_reference(
   geom: pointcloud.PointCloud, a: jax.Array, b: jax.Array, theta: jax.Array
 ) -> Tuple[sliced.SlicedPlan, jax.Array]:
   """The sliced plan of a problem and the ground cost on its cells, ``(plan, cost [L * (n + m)])``."""
   plan = sliced.sliced_plan(geom.x, geom.y, a, b, theta)
-  xi, yj = geom.x[plan.rows], geom.y[plan.cols]
-  cost = jax.vmap(geom.cost_fn)(xi, yj) * geom.inv_scale_cost
-  return plan, cost
+  return plan, cell_costs(geom, plan)
 
 
 def _safe_log(w: jax.Array) -> jax.Array:
