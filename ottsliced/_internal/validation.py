@@ -9,6 +9,7 @@ must then be checked by the caller before entering the compiled function.
 from typing import Any, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -37,7 +38,7 @@ def check_points(name: str, x: Any, ranks: Tuple[int, ...] = (2,)) -> Tuple[int,
     raise ValueError(f"`{name}` must hold at least one point of dimension >= 1, got shape {shape}.")
   if is_concrete(x):
     xv = np.asarray(x)
-    if not np.issubdtype(xv.dtype, np.number):
+    if not jnp.issubdtype(xv.dtype, jnp.number):  # jnp: also bfloat16
       raise ValueError(f"`{name}` must be numeric, got dtype {xv.dtype}.")
     if not np.all(np.isfinite(xv)):
       bad = int(np.size(xv) - np.isfinite(xv).sum())

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from ott.geometry import geometry
 from ott.problems.linear import linear_problem
+from ott.tools import sinkhorn_divergence as ott_divergence
 from ott.tools.sinkhorn_divergence import SinkhornDivergenceOutput
 
 from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
@@ -50,7 +51,9 @@ def sinkhorn_divergence(
     a: ``[n]`` weights of the first measure (uniform when ``None``).
     b: ``[m]`` weights of the second measure (uniform when ``None``).
     solve_kwargs: :class:`~ottsliced.SlicedSinkhorn`'s keywords (OTT ``Sinkhorn``'s keywords included),
-      e.g. ``{"threshold": 1e-4}``; ``tau_a``/``tau_b`` other than 1 are refused (balanced only).
+      e.g. ``{"threshold": 1e-4}``, and ``tau_a``/``tau_b`` for the unbalanced divergence (all three terms
+      unbalanced, as OTT's; solved by OTT's own iterations, see :meth:`SlicedSinkhorn.ott_reasons`);
+      ``rank > 0``: OTT's low-rank divergence (``LRSinkhorn``), computed by OTT.
     static_b: do not solve the second measure against itself; its term is ``offset_static_b`` (or 0).
     offset_static_b: the precomputed ``reg_ot_cost`` of ``b`` against itself, with ``static_b``.
     share_epsilon: the self terms use the epsilon of the ``(a, b)`` geometry (OTT's default).
@@ -64,13 +67,24 @@ def sinkhorn_divergence(
     ``converged`` and ``n_iters`` of the three terms).
 
   Raises:
-    ValueError: an unbalanced problem (``tau_a`` or ``tau_b`` in ``solve_kwargs``), or what the solver refuses.
+    ValueError: what the solver refuses.
   """
+  if int(solve_kwargs.get("rank", -1)) > 0:  # low rank: OTT's LRSinkhorn solves the three terms, as in OTT
+    return ott_divergence.sinkhorn_divergence(
+      geom,
+      *args,
+      a=a,
+      b=b,
+      solve_kwargs=solve_kwargs,
+      static_b=static_b,
+      offset_static_b=offset_static_b,
+      share_epsilon=share_epsilon,
+      symmetric_sinkhorn=symmetric_sinkhorn,
+      **kwargs,
+    )
   del symmetric_sinkhorn  # see Args: the self terms use the same solver
-  solve_kwargs = dict(solve_kwargs)
+  solve_kwargs = {k: v for k, v in solve_kwargs.items() if k != "rank"}  # rank <= 0: full rank, as OTT
   taus = {k: solve_kwargs.pop(k) for k in ("tau_a", "tau_b") if k in solve_kwargs}
-  if any(float(t) != 1.0 for t in taus.values()):
-    raise ValueError(f"the Sinkhorn divergence here is balanced only; got {taus}.")
   solver = SlicedSinkhorn(**solve_kwargs)
   geoms = geom.prepare_divergences(*args, static_b=static_b, **kwargs)
   geom_xy, geom_x, geom_y, *_ = (*geoms, None, None, None)
@@ -81,14 +95,14 @@ def sinkhorn_divergence(
   a = jnp.full(num_a, 1.0 / num_a) if a is None else a
   b = jnp.full(num_b, 1.0 / num_b) if b is None else b
 
-  out_xy = solver(linear_problem.LinearProblem(geom_xy, a, b))
-  out_xx = solver(linear_problem.LinearProblem(geom_x, a, a))
+  out_xy = solver(linear_problem.LinearProblem(geom_xy, a, b, **taus))
+  out_xx = solver(linear_problem.LinearProblem(geom_x, a, a, **taus))
   if geom_y is None:
     offset = jnp.asarray(0.0 if offset_static_b is None else offset_static_b, out_xy.reg_ot_cost.dtype)
     out_yy = None
     cost_yy, yy = offset, ((None, None), None, jnp.asarray(True), jnp.asarray(0))
   else:
-    out_yy = solver(linear_problem.LinearProblem(geom_y, b, b))
+    out_yy = solver(linear_problem.LinearProblem(geom_y, b, b, **taus))
     cost_yy, yy = out_yy.reg_ot_cost, ((out_yy.f, out_yy.g), out_yy.errors, out_yy.converged, out_yy.n_iters)
   eps = jax.lax.stop_gradient(geom_xy.epsilon)
   div = out_xy.reg_ot_cost - 0.5 * (out_xx.reg_ot_cost + cost_yy) + 0.5 * eps * (jnp.sum(a) - jnp.sum(b)) ** 2

@@ -221,6 +221,8 @@ def newton_tail(
 
   def record(state: NewtonState) -> NewtonState:
     err = error(state.columns)
+    if min_iterations:  # as the Sinkhorn tail and OTT: no error reported before min_iterations
+      err = jnp.where((state.k > min_iterations - 1) | (state.k == max_iterations - 1), err, jnp.inf)
     trace = state.trace.at[state.k].set(err)
     k = state.k + 1
     done = (k >= max_iterations) | ((k >= max(min_iterations, 1)) & ~(err >= threshold))

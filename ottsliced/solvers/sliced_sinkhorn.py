@@ -163,35 +163,39 @@ class ProgressState(NamedTuple):
   errors: jax.Array
 
 
-def _ott_keywords(
-  lse_mode, norm_error, inner_iterations, momentum, anderson, parallel_dual_updates, use_danskin, implicit_diff, own
-):
-  """Check OTT ``Sinkhorn``'s keywords; return ``(anderson_memory, anderson_ridge)`` (``own`` unless ``anderson``).
+OTT_OPTIONS = (
+  "lse_mode",
+  "norm_error",
+  "momentum",
+  "anderson",
+  "parallel_dual_updates",
+  "use_danskin",
+  "implicit_diff",
+)  # OTT ``Sinkhorn`` keywords kept as given: they decide whether OTT's own iterations run (:meth:`runs_ott`)
 
-  Each keyword keeps OTT's meaning; a value this solver cannot honour is refused by name.
+
+def _ott_options(inner_iterations, implicit_diff, anderson, own, **options):
+  """Check OTT ``Sinkhorn``'s keywords; return ``(anderson_memory, anderson_ridge, options)``.
+
+  ``options`` are kept (a tuple in :data:`OTT_OPTIONS` order) with
+  ``implicit_diff="default"`` resolved to OTT's ``ImplicitDiff()``. A value
+  that is not one of OTT's is refused by name.
   """
   refused = []
-  if not lse_mode:
-    refused.append("lse_mode=False (the solver works in the log domain only)")
-  if norm_error != 1:
-    refused.append(f"norm_error={norm_error} (the stopping error is the L1 marginal error, OTT's default 1)")
-  if momentum is not None:
-    refused.append("momentum (the solver's own tail replaces it: Newton steps, or corrections and Anderson)")
-  if parallel_dual_updates:
-    refused.append("parallel_dual_updates=True (the updates alternate)")
-  if use_danskin is False:
-    refused.append("use_danskin=False (the costs are differentiated by Danskin's theorem, not through the loop)")
-  if implicit_diff not in ("default", None) and not isinstance(implicit_diff, implicit_lib.ImplicitDiff):
-    refused.append(f"implicit_diff={implicit_diff!r}")
   if int(inner_iterations) < 1:
     refused.append(f"inner_iterations={inner_iterations} (must be >= 1)")
-  if anderson is not None and getattr(anderson, "refresh_every", 1) != 1:
-    refused.append(f"anderson with refresh_every={anderson.refresh_every} (the mixing is recomputed every iteration)")
+  if not (implicit_diff in ("default", None) or isinstance(implicit_diff, implicit_lib.ImplicitDiff)):
+    refused.append(f"implicit_diff={implicit_diff!r} (an ott ImplicitDiff or None)")
+  if not float(options["norm_error"]) >= 1:
+    refused.append(f"norm_error={options['norm_error']} (a power p >= 1)")
   if refused:
     raise ValueError("SlicedSinkhorn cannot honour: " + "; ".join(refused) + ".")
-  if anderson is None:
-    return own
-  return int(anderson.memory), float(anderson.ridge_identity)
+  options["implicit_diff"] = implicit_lib.ImplicitDiff() if implicit_diff == "default" else implicit_diff
+  options["anderson"] = anderson
+  opts = tuple(options[name] for name in OTT_OPTIONS)
+  if anderson is None or getattr(anderson, "refresh_every", 1) != 1:
+    return (*own, opts)
+  return int(anderson.memory), float(anderson.ridge_identity), opts
 
 
 def has_points(geom: Any) -> bool:
@@ -241,6 +245,25 @@ class SlicedSinkhorn:
   cost matrix can be formed (not on a ``Grid``), else (Anderson) Sinkhorn
   iterations.
 
+  OTT's ``Sinkhorn`` keywords (``lse_mode``, ``threshold``, ``norm_error``,
+  ``inner_iterations``, ``min_iterations``, ``max_iterations``,
+  ``momentum``, ``anderson``, ``parallel_dual_updates``,
+  ``recenter_potentials``, ``use_danskin``, ``implicit_diff``,
+  ``initializer``, ``progress_fn``) are accepted with OTT's meaning and
+  defaults. This solver's path covers balanced problems in the log domain,
+  with the L1 marginal error: there it checks the error at every iteration
+  (``progress_fn`` is still called every ``inner_iterations``), OTT's
+  ``anderson`` sets its Anderson memory and ridge, an ``Epsilon`` scheduler
+  of the geometry is replaced by the solver's own epsilon scaling to its
+  target, and the potentials are differentiated implicitly with the given
+  ``ImplicitDiff`` (OTT's default), the costs by Danskin's theorem unless
+  ``use_danskin=False``. Anything else (an unbalanced problem,
+  ``lse_mode=False``, ``norm_error != 1``, ``momentum``,
+  ``parallel_dual_updates=True``, ``implicit_diff=None``, a float16 or
+  bfloat16 problem) runs OTT's own
+  ``Sinkhorn`` with the same keywords (:meth:`ott_reasons` says why,
+  :meth:`ott_solver` is that solver): plain OTT updates, no sliced part.
+
   The solver is a pytree (``theta``, the coefficients, ``threshold``, the
   initializer and the bound support are leaves): pass it to ``jax.jit`` as an
   argument and new coefficients or thresholds reuse the compiled solve.
@@ -281,7 +304,7 @@ class SlicedSinkhorn:
     anderson_memory: Anderson acceleration of the Sinkhorn tail's
       iterations after the corrections, on ``g`` (static; 0: plain Sinkhorn iterations).
     anderson_ridge: its ridge (OTT's default).
-    threshold: stop when the column L1 marginal error is below it (traced).
+    threshold: stop when the column L1 marginal error is below it (traced; OTT's default 1e-3).
     max_iterations: iteration cap (static).
     min_iterations: no stop before it (static).
     support: bound target supports (:meth:`bind`).
@@ -300,6 +323,9 @@ class SlicedSinkhorn:
       (2-D flow batches at epsilon = 2); on MNIST it costs 0.1-0.3
       iterations (``benchmarks/flow_corrections.py`` at commit 301e8bd).
       :func:`ottsliced.select_steps` times it against the other schedules.
+    lse_mode, norm_error, inner_iterations, momentum, anderson,
+      parallel_dual_updates, recenter_potentials, use_danskin, implicit_diff,
+      progress_fn: OTT ``Sinkhorn``'s keywords, with its defaults (see above).
   """
 
   def __init__(
@@ -336,16 +362,16 @@ class SlicedSinkhorn:
     implicit_diff: Any = "default",
     progress_fn: Optional[Callable[[Any], None]] = None,
   ):
-    anderson_memory, anderson_ridge = _ott_keywords(
-      lse_mode,
-      norm_error,
+    anderson_memory, anderson_ridge, self.ott_options = _ott_options(
       inner_iterations,
-      momentum,
-      anderson,
-      parallel_dual_updates,
-      use_danskin,
       implicit_diff,
+      anderson,
       (anderson_memory, anderson_ridge),
+      lse_mode=lse_mode,
+      norm_error=norm_error,
+      momentum=momentum,
+      parallel_dual_updates=parallel_dual_updates,
+      use_danskin=use_danskin,
     )
     self.inner_iterations, self.progress_fn = int(inner_iterations), progress_fn
     self.recenter_potentials = bool(recenter_potentials)
@@ -434,7 +460,10 @@ class SlicedSinkhorn:
       "inner_iterations": self.inner_iterations,
       "recenter_potentials": self.recenter_potentials,
       "progress_fn": self.progress_fn,
+      **dict(zip(OTT_OPTIONS, self.ott_options)),
     }
+    if fields["anderson"] is not None and "anderson_memory" in kwargs:  # the memory given wins over OTT's object
+      fields["anderson"] = None
     keep_sharing = "theta" not in kwargs and "initializer" not in kwargs and self.shares_projections
     theta = kwargs.pop("theta", self.theta)
     fields.update(kwargs)
@@ -454,6 +483,16 @@ class SlicedSinkhorn:
       theta = directions(jax.random.key(0), shape[-1], DEFAULT_NUM_DIRECTIONS, dtype=jnp.asarray(y).dtype)
     by, py = bind_supports(theta, y, "y")
     return self.replace(theta=theta, support=BoundSupport(None, by, None, py))
+
+  @property
+  def outer_iterations(self) -> int:
+    """The length of ``errors`` on this solver's path (one error per iteration): ``max_iterations``.
+
+    OTT's tools that store a solver's error traces (e.g. ``GromovWasserstein(store_inner_errors=True)``)
+    size them with it. On OTT's path (:meth:`ott_reasons`) the trace is OTT's, one error per
+    ``inner_iterations``.
+    """
+    return self.max_iterations
 
   @property
   def num_corrections(self) -> int:
@@ -478,7 +517,7 @@ class SlicedSinkhorn:
     sup = self.support or BoundSupport(None, None, None, None)
     return None, bound_projections(theta, "y", y, sup.y, sup.py)
 
-  def _start(self, prob: linear_problem.LinearProblem, px: Any, py: Any, init: Any = None):
+  def _start(self, prob: linear_problem.LinearProblem, px: Any, py: Any, init: Any = None, init_kwargs: Any = None):
     """The start ``(f, g)``: ``init`` when given, else the initializer's prediction, else zeros (masked)."""
     a, b = prob.a, prob.b
     ini = self.initializer
@@ -492,13 +531,13 @@ class SlicedSinkhorn:
       f, g, _ = ini.predict_from_projections(px, py, a, b, prob.geom.epsilon, prob.geom.x)
       g = jnp.zeros_like(b) if g is None else g
     else:
-      f, g = ini(prob, lse_mode=True)
+      f, g = ini(prob, lse_mode=True, **(init_kwargs or {}))
     return jnp.where(a > 0, f, -jnp.inf), jnp.where(b > 0, g, -jnp.inf)
 
   def _check(self, prob: linear_problem.LinearProblem, needs_points: bool = False) -> None:
     geom = prob.geom
     if not prob.is_balanced:
-      raise ValueError("SlicedSinkhorn solves balanced problems (tau_a = tau_b = 1).")
+      raise ValueError("this method of SlicedSinkhorn needs a balanced problem (tau_a = tau_b = 1).")
     if not has_points(geom):
       sliced_parts = [
         name
@@ -553,14 +592,81 @@ class SlicedSinkhorn:
       return None if self.warm_started(init) else annealing_lib.DEFAULT_ANNEALING
     return self.annealing
 
-  def __call__(self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]] = None):
-    """Solve ``prob`` (balanced, any OTT geometry: see the class docstring); ``init=(f, g)`` bypasses the initializer.
+  def ott_reasons(self, prob: linear_problem.LinearProblem) -> Tuple[str, ...]:
+    """Why :meth:`__call__` runs OTT's own ``Sinkhorn`` on ``prob`` (empty: it runs this solver's path).
+
+    OTT's iterations run for an unbalanced problem and for the OTT options
+    that this solver's path does not reproduce: ``lse_mode=False``,
+    ``norm_error != 1``, ``momentum``, ``parallel_dual_updates=True``,
+    ``implicit_diff=None`` (unrolled differentiation) and an ``anderson``
+    refreshed less often than every iteration, and for float16 or bfloat16
+    problems.
+    """
+    opts = dict(zip(OTT_OPTIONS, self.ott_options))
+    anderson = opts["anderson"]
+    checks = (
+      (not prob.is_balanced, f"an unbalanced problem (tau_a={prob.tau_a}, tau_b={prob.tau_b})"),
+      (not opts["lse_mode"], "lse_mode=False"),
+      (float(opts["norm_error"]) != 1, f"norm_error={opts['norm_error']}"),
+      (opts["momentum"] is not None, "momentum"),
+      (bool(opts["parallel_dual_updates"]), "parallel_dual_updates=True"),
+      (opts["implicit_diff"] is None, "implicit_diff=None (unrolled differentiation)"),
+      (anderson is not None and getattr(anderson, "refresh_every", 1) != 1, "anderson with refresh_every > 1"),
+      (jnp.finfo(prob.dtype).bits < 32, f"a {jnp.dtype(prob.dtype).name} problem (the solves need 32 or 64 bits)"),
+    )
+    return tuple(reason for applies, reason in checks if applies)
+
+  def ott_solver(self) -> sinkhorn.Sinkhorn:
+    """OTT's ``Sinkhorn`` with this solver's OTT keywords (what :meth:`__call__` runs when :meth:`ott_reasons`)."""
+    opts = dict(zip(OTT_OPTIONS, self.ott_options))
+    return sinkhorn.Sinkhorn(
+      threshold=self.threshold,
+      inner_iterations=self.inner_iterations,
+      min_iterations=self.min_iterations,
+      max_iterations=self.max_iterations,
+      recenter_potentials=self.recenter_potentials,
+      initializer=self.initializer,
+      progress_fn=self.progress_fn,
+      **opts,
+    )
+
+  def __call__(
+    self, prob: linear_problem.LinearProblem, init: Optional[Tuple[jax.Array, jax.Array]] = None, **kwargs: Any
+  ) -> sinkhorn.SinkhornOutput:
+    """Solve ``prob`` (any OTT geometry: see the class docstring); ``init=(f, g)`` bypasses the initializer.
+
+    Args:
+      prob: OTT's ``LinearProblem``. An unbalanced one (``tau_a`` or
+        ``tau_b`` below 1) is solved by OTT's own iterations (:meth:`ott_reasons`).
+      init: start potentials ``(f [n], g [m])`` (scalings with ``lse_mode=False``).
+      **kwargs: keywords of the initializer's call, as OTT's ``Sinkhorn``.
 
     Returns:
-      OTT's ``SinkhornOutput``; ``errors[k]`` is the column L1 error after
-      iteration ``k + 1`` (``inf`` during annealing, ``-1`` after the stop).
+      OTT's ``SinkhornOutput``; on this solver's path ``errors[k]`` is the
+      column L1 error after iteration ``k + 1`` (``inf`` during annealing,
+      ``-1`` after the stop), and the potentials are differentiated
+      implicitly (OTT's ``ImplicitDiff``), as OTT's default.
     """
+    if self.ott_reasons(prob):
+      return self.ott_solver()(prob, init, **kwargs)
     self._check(prob)
+    opts = dict(zip(OTT_OPTIONS, self.ott_options))
+    f, g, trace = _implicit_potentials(self, prob, init, kwargs)
+    if self.recenter_potentials:  # OTT's balanced recentering: f of mean zero over its finite entries
+      finite = jnp.isfinite(f)
+      shift = jnp.sum(jnp.where(finite, f, 0.0)) / jnp.sum(finite)
+      f, g = f - shift, g + shift
+    threshold = jnp.asarray(self.threshold, dtype=f.dtype)
+    last = jnp.maximum(jnp.sum(trace != -1) - 1, 0)
+    err = trace[last]
+    out = sinkhorn.SinkhornOutput(
+      (f, g), errors=trace, threshold=threshold, converged=jnp.isfinite(err) & (err < threshold), inner_iterations=1
+    )
+    use_danskin = True if opts["use_danskin"] is None else bool(opts["use_danskin"])
+    return out.set_cost(prob, lse_mode=True, use_danskin=use_danskin).set(ot_prob=prob)
+
+  def _iterate(self, prob: linear_problem.LinearProblem, init: Any, init_kwargs: Any):
+    """The solve on this solver's path: ``(f [n], g [m], errors [max_iterations])``."""
     geom, a, b = prob.geom, prob.a, prob.b
     eps = geom.epsilon
     use_newton = self.uses_newton(prob)
@@ -569,7 +675,7 @@ class SlicedSinkhorn:
     px = py = None
     if points and (not use_newton or (self.shares_projections and init is None)):
       px, py = self._target_projections(theta, geom.x, geom.y)
-    f, g = self._start(prob, px, py, init)
+    f, g = self._start(prob, px, py, init, init_kwargs)
     trace = -jnp.ones((self.max_iterations,), f.dtype)
     k = jnp.zeros((), jnp.int32)
     plan = self._schedule(init)
@@ -609,12 +715,7 @@ class SlicedSinkhorn:
       coefs = (jnp.zeros((0, 1), f.dtype), jnp.zeros((1,), f.dtype))  # no correction
       static = self._static(every=0)
       f, g, trace = _solve(geom, a, b, f, g, None, coefs, threshold, static, k, trace, progress=self._progress())
-    last = jnp.maximum(jnp.sum(trace != -1) - 1, 0)
-    err = trace[last]
-    out = sinkhorn.SinkhornOutput(
-      (f, g), errors=trace, threshold=threshold, converged=jnp.isfinite(err) & (err < threshold), inner_iterations=1
-    )
-    return out.set_cost(prob, lse_mode=True, use_danskin=True).set(ot_prob=prob)
+    return f, g, trace
 
   def correction_state(self, prob: linear_problem.LinearProblem) -> CorrectionState:
     """Where a ``(K + 1)``-th correction would start: after iteration 1 and this solver's ``K`` corrections.
@@ -690,7 +791,7 @@ class SlicedSinkhorn:
 
   def _aux(self) -> Tuple[Any, ...]:
     extra = (self.tail, self.annealing, self.max_plan_entries, self.newton_solve, self.cg_iterations, self.cg_tolerance)
-    ott = (self.inner_iterations, self.progress_fn, self.recenter_potentials)
+    ott = (self.inner_iterations, self.progress_fn, self.recenter_potentials, self.ott_options)
     return (*self._static(), self.shares_projections, *extra, *ott)
 
   # ---------------------------------------------------------------- pytree
@@ -705,7 +806,7 @@ class SlicedSinkhorn:
     obj.line_search, obj.max_iterations, obj.min_iterations, obj.every, obj.anderson_memory = aux[:5]
     obj.anderson_ridge, obj.safeguard, obj.stop_after_rejection, obj.shares_projections = aux[5:9]
     obj.tail, obj.annealing, obj.max_plan_entries, obj.newton_solve, obj.cg_iterations, obj.cg_tolerance = aux[9:15]
-    obj.inner_iterations, obj.progress_fn, obj.recenter_potentials = aux[15:]
+    obj.inner_iterations, obj.progress_fn, obj.recenter_potentials, obj.ott_options = aux[15:]
     return obj
 
   def __repr__(self) -> str:
@@ -715,6 +816,29 @@ class SlicedSinkhorn:
       f"corrections={self.num_corrections}, initializer={type(self.initializer).__name__}, "
       f"bound={self.support is not None})"
     )
+
+
+@jax.custom_vjp
+def _implicit_potentials(solver: SlicedSinkhorn, prob: linear_problem.LinearProblem, init: Any, init_kwargs: Any):
+  """``solver._iterate``, differentiated implicitly by the solver's ``ImplicitDiff`` (as OTT's ``Sinkhorn``)."""
+  return solver._iterate(prob, init, init_kwargs)
+
+
+def _implicit_potentials_fwd(solver, prob, init, init_kwargs):
+  f, g, trace = solver._iterate(prob, init, init_kwargs)
+  return (f, g, trace), (f, g, prob, solver)
+
+
+def _implicit_potentials_bwd(res, cotangents):
+  # The optimality conditions at the returned (f, g), pulled back to the problem (geometry and weights);
+  # no cotangent for the solver's leaves, the start or the error trace.
+  f, g, prob, solver = res
+  implicit_diff = dict(zip(OTT_OPTIONS, solver.ott_options))["implicit_diff"]
+  (prob_cotangent,) = implicit_diff.gradient(prob, f, g, True, cotangents[:2])
+  return None, prob_cotangent, None, None
+
+
+_implicit_potentials.defvjp(_implicit_potentials_fwd, _implicit_potentials_bwd)
 
 
 def _solve(geom, a, b, f, g, py, coefs, threshold, static, k0=None, trace=None, fixed=False, progress=None):
@@ -734,7 +858,8 @@ def _solve(geom, a, b, f, g, py, coefs, threshold, static, k0=None, trace=None, 
   def finish(k, f, g, g_next, trace, history, active):
     # (f, g) has exact rows; g_next = T_b f gives its column marginal and error.
     err = jnp.sum(jnp.abs(column_marginal(b, g, g_next, eps) - b))
-    err = jnp.where(k > min_iterations - 1, err, jnp.inf) if min_iterations else err
+    # As OTT: no error before min_iterations, except at the last iteration (min_iterations = max_iterations).
+    err = jnp.where((k > min_iterations - 1) | (k == max_iterations - 1), err, jnp.inf) if min_iterations else err
     trace = trace.at[k].set(err)
     if progress is not None:
       progress(k + 1, trace)

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from ott.geometry import geometry
 from ott.problems.linear import linear_problem
-from ott.solvers.linear import sinkhorn
+from ott.solvers.linear import sinkhorn, sinkhorn_lr
 
 from ottsliced._internal import validation
 from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn, has_points, stores_cost
@@ -27,7 +27,13 @@ def _run(solver: SlicedSinkhorn, prob: linear_problem.LinearProblem) -> sinkhorn
 
 
 def solve(
-  geom: geometry.Geometry, a: Optional[jax.Array] = None, b: Optional[jax.Array] = None, **kwargs: Any
+  geom: geometry.Geometry,
+  a: Optional[jax.Array] = None,
+  b: Optional[jax.Array] = None,
+  tau_a: float = 1.0,
+  tau_b: float = 1.0,
+  rank: int = -1,
+  **kwargs: Any,
 ) -> sinkhorn.SinkhornOutput:
   """Solve the entropic OT problem of ``geom`` between ``a`` and ``b`` with :class:`~ottsliced.SlicedSinkhorn`.
 
@@ -38,11 +44,16 @@ def solve(
       ``Grid`` (epsilon scaling and Newton or Sinkhorn steps, no sliced part).
     a: source weights ``[n]``, uniform when ``None``.
     b: target weights ``[m]``, uniform when ``None``.
+    tau_a: below 1, the source marginal is relaxed (unbalanced; as OTT's ``linear.solve``).
+    tau_b: below 1, the target marginal is relaxed. An unbalanced problem is
+      solved by OTT's own iterations (:meth:`SlicedSinkhorn.ott_reasons`).
+    rank: above 0, OTT's low-rank ``LRSinkhorn(rank=rank, **kwargs)`` solves
+      the problem, as in OTT's ``linear.solve`` (no sliced part).
     **kwargs: :class:`~ottsliced.SlicedSinkhorn`'s arguments, e.g.
       ``threshold=1e-3`` (the default), ``max_iterations``, ``initializer``.
 
   Returns:
-    OTT's ``SinkhornOutput``: potentials ``f [n]``, ``g [m]``, ``errors``
+    OTT's ``SinkhornOutput`` (``LRSinkhornOutput`` with ``rank``): potentials ``f [n]``, ``g [m]``, ``errors``
     (the column L1 error per iteration), ``converged``, ``reg_ot_cost``;
     ``out.matrix`` is the plan.
 
@@ -70,5 +81,7 @@ def solve(
   eps = geom.epsilon
   if validation.is_concrete(eps) and not (np.isfinite(float(eps)) and float(eps) > 0):
     raise ValueError(f"`geom.epsilon` must be a positive finite float, got {float(eps)}.")
-  prob = linear_problem.LinearProblem(geom, a=a, b=b)
+  prob = linear_problem.LinearProblem(geom, a=a, b=b, tau_a=tau_a, tau_b=tau_b)
+  if rank > 0:
+    return sinkhorn_lr.LRSinkhorn(rank=rank, **kwargs)(prob)
   return _run(SlicedSinkhorn(**kwargs), prob)

@@ -55,9 +55,26 @@ def test_zero_for_identical_measures_nonnegative_and_static_b(x64):
   assert out_static.potentials[2] == (None, None)
 
 
-def test_unbalanced_and_refused_keywords_raise():
+def test_unbalanced_divergence_matches_otts(x64):
+  """``tau_a``/``tau_b`` in ``solve_kwargs``: the unbalanced divergence (all three terms unbalanced), as OTT's."""
   x, y, a, b = _clouds(5)
-  with pytest.raises(ValueError, match="balanced only"):
-    ots.sinkhorn_divergence(pointcloud.PointCloud, x, y, epsilon=0.1, solve_kwargs={"tau_a": 0.9})
-  with pytest.raises(ValueError, match="cannot honour: lse_mode=False"):
-    ots.sinkhorn_divergence(pointcloud.PointCloud, x, y, epsilon=0.1, solve_kwargs={"lse_mode": False})
+  kwargs = {"tau_a": 0.9, "tau_b": 0.8, **TIGHT}
+
+  def ours(x):
+    return ots.sinkhorn_divergence(pointcloud.PointCloud, x, y, a=a, b=0.7 * b, epsilon=0.1, solve_kwargs=kwargs)[0]
+
+  def ott(x):
+    return ott_divergence.sinkhorn_divergence(
+      pointcloud.PointCloud, x, y, a=a, b=0.7 * b, epsilon=0.1, solve_kwargs=kwargs
+    )[0]
+
+  value, grad = jax.jit(jax.value_and_grad(ours))(x)
+  ref_value, ref_grad = jax.jit(jax.value_and_grad(ott))(x)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-7)
+  np.testing.assert_allclose(grad, ref_grad, atol=1e-7)
+
+
+def test_refused_keywords_raise():
+  x, y, a, b = _clouds(5)
+  with pytest.raises(ValueError, match="cannot honour: inner_iterations=0"):
+    ots.sinkhorn_divergence(pointcloud.PointCloud, x, y, epsilon=0.1, solve_kwargs={"inner_iterations": 0})

@@ -511,17 +511,84 @@ def test_otts_keywords_keep_their_meaning_or_are_refused_by_name():
   assert (solver.anderson_memory, solver.anderson_ridge, solver.inner_iterations) == (3, 1e-3, 10)
   assert solver.replace(threshold=1e-4).anderson_memory == 3
   refused = {
-    "lse_mode=False": {"lse_mode": False},
-    "norm_error=2": {"norm_error": 2},
-    "momentum": {"momentum": acceleration.Momentum(value=1.5)},
-    "parallel_dual_updates=True": {"parallel_dual_updates": True},
-    "use_danskin=False": {"use_danskin": False},
     "inner_iterations=0": {"inner_iterations": 0},
-    "anderson with refresh_every=3": {"anderson": acceleration.AndersonAcceleration(memory=2, refresh_every=3)},
+    "norm_error=0.5": {"norm_error": 0.5},
+    "implicit_diff='yes'": {"implicit_diff": "yes"},
   }
   for name, kwargs in refused.items():
     with pytest.raises(ValueError, match=f"cannot honour: {name}"):
       SlicedSinkhorn(**kwargs)
+
+
+def test_options_outside_its_path_run_otts_sinkhorn(x64):
+  """Unbalanced problems and OTT options that the solver's path does not reproduce run OTT's own ``Sinkhorn``.
+
+  The same keywords give OTT's output (plan and error trace, to rounding), jitted, and ``ott_reasons`` names why.
+  """
+  from ott.solvers.linear import acceleration
+
+  rs = np.random.default_rng(11)
+  x, a = random_measure(rs, 30, 3, zero_frac=0.1)
+  y, b = random_measure(rs, 25, 3, zero_frac=0.1)
+  balanced = _problem(x, y, a, b, 0.1)
+  unbalanced = linear_problem.LinearProblem(balanced.geom, a, b, tau_a=0.9, tau_b=0.8)
+  cases = [
+    ("an unbalanced problem", unbalanced, {}),
+    ("an unbalanced problem", unbalanced, {"recenter_potentials": True}),
+    ("lse_mode=False", balanced, {"lse_mode": False}),
+    ("norm_error=2", balanced, {"norm_error": 2}),
+    ("momentum", balanced, {"momentum": acceleration.Momentum(value=1.3)}),
+    ("parallel_dual_updates=True", balanced, {"parallel_dual_updates": True}),
+    ("implicit_diff=None", balanced, {"implicit_diff": None}),
+    ("refresh_every", balanced, {"anderson": acceleration.AndersonAcceleration(memory=2, refresh_every=3)}),
+  ]
+  for reason, prob, kwargs in cases:
+    solver = SlicedSinkhorn(threshold=1e-6, **kwargs)
+    assert any(reason in r for r in solver.ott_reasons(prob)), (reason, solver.ott_reasons(prob))
+    out = _solve(solver, prob)
+    ref = sinkhorn.Sinkhorn(threshold=1e-6, **kwargs)(prob)
+    np.testing.assert_allclose(out.errors, ref.errors, rtol=1e-8, atol=1e-14)  # jitted vs eager: rounding only
+    np.testing.assert_allclose(out.matrix, ref.matrix, rtol=1e-10, atol=1e-15)
+    assert int(out.n_iters) == int(ref.n_iters)
+  assert SlicedSinkhorn().ott_reasons(balanced) == ()
+
+
+def test_recenter_potentials_centres_f_as_ott(x64):
+  rs = np.random.default_rng(12)
+  x, a = random_measure(rs, 30, 2, zero_frac=0.1)
+  y, b = random_measure(rs, 20, 2)
+  prob = _problem(x, y, a, b, 0.1)
+  out = _solve(SlicedSinkhorn(threshold=1e-9, recenter_potentials=True), prob)
+  ref = sinkhorn.Sinkhorn(threshold=1e-9, recenter_potentials=True)(prob)
+  finite = np.isfinite(np.asarray(out.f))
+  assert abs(float(np.mean(np.asarray(out.f)[finite]))) < 1e-12
+  np.testing.assert_allclose(out.f[a > 0], ref.f[a > 0], atol=1e-7)
+  np.testing.assert_allclose(out.g, ref.g, atol=1e-7)
+
+
+@pytest.mark.parametrize("tail", ["newton", "sinkhorn"])
+def test_implicit_gradients_of_potentials_and_plan_match_otts(x64, tail):
+  """``jax.grad`` through ``f``, ``matrix`` and ``reg_ot_cost`` with ``use_danskin=False``: OTT's implicit gradients.
+
+  The potentials are differentiated by OTT's ``ImplicitDiff`` at the solver's solution, so the gradients match
+  OTT's to the solutions' agreement (threshold 1e-10, float64).
+  """
+  rs = np.random.default_rng(13)
+  x, a = random_measure(rs, 17, 3)
+  y, b = random_measure(rs, 23, 3)
+  weights_f, weights_p = jnp.asarray(rs.normal(size=17)), jnp.asarray(rs.normal(size=(17, 23)))
+
+  def losses(solver, x):
+    out = solver(_problem(x, y, a, b, 0.1))
+    return jnp.sum(weights_f * out.f), jnp.sum(weights_p * out.matrix), out.reg_ot_cost
+
+  kw = {"threshold": 1e-10, "max_iterations": 10_000}
+  for index in range(3):
+    grad = jax.jit(jax.grad(lambda s, x, i=index: losses(s, x)[i], argnums=1))
+    ours = grad(SlicedSinkhorn(tail=tail, use_danskin=False, **kw), jnp.asarray(x))
+    ott = grad(sinkhorn.Sinkhorn(use_danskin=False, **kw), jnp.asarray(x))
+    assert np.abs(ott).max() > 1e-3
+    np.testing.assert_allclose(ours, ott, atol=1e-8 * np.abs(ott).max())
 
 
 @pytest.mark.parametrize("tail", ["newton", "sinkhorn"])
@@ -564,3 +631,45 @@ def test_cost_gradients_match_otts(x64, tail):
   assert np.all(np.isfinite(grad))
   assert np.abs(grad).max() > 1e-3
   np.testing.assert_allclose(grad, ott(jnp.asarray(x)), atol=1e-8)
+
+
+# ------------------------------------------------------------------ OTT's tools that take a solver instance
+
+
+def test_gromov_wasserstein_with_sliced_sinkhorn_as_its_linear_solver():
+  """``GromovWasserstein(linear_solver=SlicedSinkhorn())``: OTT's GW cost, and its stored inner error traces."""
+  from ott.problems.quadratic import quadratic_problem
+  from ott.solvers.quadratic import gromov_wasserstein
+
+  rs = np.random.default_rng(14)
+  x = jnp.asarray(rs.normal(size=(30, 2)), jnp.float32)
+  y = jnp.asarray(rs.normal(size=(25, 3)), jnp.float32)
+  prob = quadratic_problem.QuadraticProblem(pointcloud.PointCloud(x), pointcloud.PointCloud(y))
+
+  def gw(linear_solver):
+    solver = gromov_wasserstein.GromovWasserstein(linear_solver=linear_solver, epsilon=0.05, store_inner_errors=True)
+    return jax.jit(solver)(prob)
+
+  ours, ref = gw(SlicedSinkhorn()), gw(sinkhorn.Sinkhorn())
+  assert bool(ours.converged)
+  np.testing.assert_allclose(ours.reg_gw_cost, ref.reg_gw_cost, rtol=1e-3)
+  assert ours.errors.shape == (50, SlicedSinkhorn().outer_iterations)
+
+
+def test_free_wasserstein_barycenter_with_sliced_sinkhorn():
+  """``FreeWassersteinBarycenter(SlicedSinkhorn())``: the solver under ``vmap`` inside OTT's loop, OTT's cost."""
+  from ott.problems.linear import barycenter_problem
+  from ott.solvers.linear import continuous_barycenter
+
+  rs = np.random.default_rng(15)
+  y = jnp.asarray(rs.normal(size=(60, 2)), jnp.float32)
+  prob = barycenter_problem.FreeBarycenterProblem(y, jnp.full(60, 1.0 / 20), num_per_segment=(20, 20, 20), epsilon=0.1)
+
+  def cost(linear_solver):
+    out = continuous_barycenter.FreeWassersteinBarycenter(linear_solver)(prob, bar_size=15, rng=jax.random.key(0))
+    costs = np.asarray(out.costs)
+    return costs[costs > -1][-1], out.x
+
+  (ours, x_ours), (ref, x_ref) = cost(SlicedSinkhorn()), cost(sinkhorn.Sinkhorn())
+  np.testing.assert_allclose(ours, ref, rtol=1e-3)
+  np.testing.assert_allclose(x_ours, x_ref, atol=1e-2)
