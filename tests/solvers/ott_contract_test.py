@@ -589,6 +589,17 @@ def _centre(v):
   return v - jnp.mean(v)
 
 
+def _central_difference(fn, args, argnum, delta, step):
+  """``(fn(args + step delta) - fn(args - step delta)) / (2 step)``, ``delta`` moving ``args[argnum]`` only."""
+
+  def moved(sign):
+    out = list(args)
+    out[argnum] = args[argnum] + sign * step * delta
+    return fn(*out)
+
+  return (moved(1) - moved(-1)) / (2 * step)
+
+
 def _diff_weights(rs, n, tau):
   """OTT's weights in its differentiation tests: uniform + 0.2, normalised (balanced) or divided by n / 2."""
   w = rs.uniform(size=n) + 0.2
@@ -757,9 +768,8 @@ def test_jacobian_of_apply(impl, lse_mode, tau_a, tau_b, argnum, axis):
 
   jac_implicit = jax.jit(jax.jacrev(lambda a, x: applied(a, x, True), argnums=argnum))(a, x)
   step = 1e-5
-  plus = (a + step * delta, x) if argnum == 0 else (a, x + step * delta)
-  minus = (a - step * delta, x) if argnum == 0 else (a, x - step * delta)
-  fd = (applied(*plus, True) - applied(*minus, True)) / (2 * step)  # OTT mixes unrolled (+) and implicit (-)
+  # OTT mixes unrolled (+) and implicit (-) solves in this difference; here both are implicit.
+  fd = _central_difference(lambda a, x: applied(a, x, True), (a, x), argnum, delta, step)
   atol = 1e-2 if lse_mode else 1e-1
   np.testing.assert_allclose(fd, directional(jac_implicit), rtol=0.1, atol=atol)
   if lse_mode:  # OTT checks unrolling in lse mode only
@@ -798,9 +808,7 @@ def test_jacobian_of_the_potential(impl, lse_mode, tau_a, tau_b, argnum):
   delta = delta_x if argnum else delta_a
   grads = {imp: jax.jit(jax.grad(loss, argnums=argnum), static_argnums=2)(a, x, imp) for imp in (True, False)}
   step = 1e-4
-  plus = (a + step * delta, x) if argnum == 0 else (a, x + step * delta)
-  minus = (a - step * delta, x) if argnum == 0 else (a, x - step * delta)
-  fd = (loss(*plus, True) - loss(*minus, True)) / (2 * step)
+  fd = _central_difference(lambda a, x: loss(a, x, True), (a, x), argnum, delta, step)
   np.testing.assert_allclose(fd, jnp.sum(grads[False] * delta), rtol=1e-2, atol=1e-2)
   np.testing.assert_allclose(fd, jnp.sum(grads[True] * delta), rtol=1e-2, atol=1e-2)
   if tau_a == 1.0 and tau_b == 1.0 and argnum == 0:
@@ -857,9 +865,7 @@ def test_preconditioned_implicit_gradient(impl, lse_mode, tau_a, tau_b, argnum):
   delta = delta_x if argnum else delta_a
   grads = {sym: jax.jit(jax.grad(loss, argnums=argnum), static_argnums=2)(a, x, sym) for sym in (True, False)}
   step = 1e-4
-  plus = (a + step * delta, x) if argnum == 0 else (a, x + step * delta)
-  minus = (a - step * delta, x) if argnum == 0 else (a, x - step * delta)
-  fd = (loss(*plus, True) - loss(*minus, True)) / (2 * step)
+  fd = _central_difference(lambda a, x: loss(a, x, True), (a, x), argnum, delta, step)
   for sym in (False, True):
     np.testing.assert_allclose(fd, jnp.sum(grads[sym] * delta), rtol=1e-2, atol=1e-2)
   np.testing.assert_allclose(jnp.sum(grads[True] * delta), jnp.sum(grads[False] * delta), rtol=1e-2, atol=1e-2)
@@ -902,9 +908,7 @@ def test_hessian(impl, lse_mode, tau_a, tau_b, argnum, ridge):
   delta = _centre(jnp.asarray(rs.uniform(size=n), jnp.float32)) if argnum == 0 else _uniform(rs, n, 3)
   step = 1e-3
   grad = jax.jit(jax.grad(loss, argnums=argnum))
-  plus = (a + step * delta, x) if argnum == 0 else (a, x + step * delta)
-  minus = (a - step * delta, x) if argnum == 0 else (a, x - step * delta)
-  fd = (grad(*plus) - grad(*minus)) / (2 * step)
+  fd = _central_difference(grad, (a, x), argnum, delta, step)
   contracted = jnp.tensordot(hessian, delta, axes=delta.ndim)
   if tau_a == 1.0 and tau_b == 1.0 and argnum == 0:
     fd, contracted = _centre(fd), _centre(contracted)
