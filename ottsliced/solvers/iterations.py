@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from ott.solvers.linear import sinkhorn
 
-__all__ = ["final_errors", "marginal_errors", "num_iterations", "sinkhorn_sweeps"]
+__all__ = ["final_errors", "marginal_errors", "num_iterations", "reported_error", "sinkhorn_sweeps"]
 
 
 def marginal_errors(geom: Any, f: jax.Array, g: jax.Array, a: jax.Array, b: jax.Array) -> Tuple[jax.Array, jax.Array]:
@@ -14,6 +14,17 @@ def marginal_errors(geom: Any, f: jax.Array, g: jax.Array, a: jax.Array, b: jax.
   rows = geom.marginal_from_potentials(f, g, axis=1)
   cols = geom.marginal_from_potentials(f, g, axis=0)
   return jnp.sum(jnp.abs(rows - a)), jnp.sum(jnp.abs(cols - b))
+
+
+def reported_error(err: jax.Array, k: jax.Array, min_iterations: int, max_iterations: int) -> jax.Array:
+  """The error recorded for iteration ``k + 1`` (0-based ``k``): ``inf`` before ``min_iterations``, as OTT.
+
+  OTT reports no error before ``min_iterations``, except at the last
+  iteration (so ``min_iterations = max_iterations`` still ends with one).
+  """
+  if not min_iterations:
+    return err
+  return jnp.where((k > min_iterations - 1) | (k == max_iterations - 1), err, jnp.inf)
 
 
 def num_iterations(out: sinkhorn.SinkhornOutput) -> jax.Array:

@@ -40,6 +40,8 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from ottsliced.solvers.iterations import reported_error
+
 __all__ = ["NewtonState", "column_update", "newton_tail", "row_update"]
 
 
@@ -220,9 +222,7 @@ def newton_tail(
     return jnp.sum(jnp.where(b > 0, jnp.abs(columns - b), 0.0))
 
   def record(state: NewtonState) -> NewtonState:
-    err = error(state.columns)
-    if min_iterations:  # as the Sinkhorn tail and OTT: no error reported before min_iterations
-      err = jnp.where((state.k > min_iterations - 1) | (state.k == max_iterations - 1), err, jnp.inf)
+    err = reported_error(error(state.columns), state.k, min_iterations, max_iterations)
     trace = state.trace.at[state.k].set(err)
     k = state.k + 1
     done = (k >= max_iterations) | ((k >= max(min_iterations, 1)) & ~(err >= threshold))

@@ -72,6 +72,7 @@ from ottsliced.sliced.directions import directions
 from ottsliced.sliced.support import BoundSupport, bind_supports, bound_projections
 from ottsliced.solvers import annealing as annealing_lib
 from ottsliced.solvers import newton
+from ottsliced.solvers.iterations import reported_error
 
 __all__ = [
   "DEFAULT_NUM_DIRECTIONS",
@@ -171,7 +172,7 @@ OTT_OPTIONS = (
   "parallel_dual_updates",
   "use_danskin",
   "implicit_diff",
-)  # OTT ``Sinkhorn`` keywords kept as given: they decide whether OTT's own iterations run (:meth:`runs_ott`)
+)  # OTT ``Sinkhorn`` keywords kept as given: they decide whether OTT's own iterations run (:meth:`ott_reasons`)
 
 
 def _ott_options(inner_iterations, implicit_diff, anderson, own, **options):
@@ -460,7 +461,7 @@ class SlicedSinkhorn:
       "inner_iterations": self.inner_iterations,
       "recenter_potentials": self.recenter_potentials,
       "progress_fn": self.progress_fn,
-      **dict(zip(OTT_OPTIONS, self.ott_options)),
+      **self.ott_keywords,
     }
     if fields["anderson"] is not None and "anderson_memory" in kwargs:  # the memory given wins over OTT's object
       fields["anderson"] = None
@@ -483,6 +484,11 @@ class SlicedSinkhorn:
       theta = directions(jax.random.key(0), shape[-1], DEFAULT_NUM_DIRECTIONS, dtype=jnp.asarray(y).dtype)
     by, py = bind_supports(theta, y, "y")
     return self.replace(theta=theta, support=BoundSupport(None, by, None, py))
+
+  @property
+  def ott_keywords(self) -> dict:
+    """The OTT ``Sinkhorn`` keywords of :data:`OTT_OPTIONS`, by name (``ott_options`` is the tuple kept in aux)."""
+    return dict(zip(OTT_OPTIONS, self.ott_options))
 
   @property
   def outer_iterations(self) -> int:
@@ -602,7 +608,7 @@ class SlicedSinkhorn:
     refreshed less often than every iteration, and for float16 or bfloat16
     problems.
     """
-    opts = dict(zip(OTT_OPTIONS, self.ott_options))
+    opts = self.ott_keywords
     anderson = opts["anderson"]
     checks = (
       (not prob.is_balanced, f"an unbalanced problem (tau_a={prob.tau_a}, tau_b={prob.tau_b})"),
@@ -618,7 +624,6 @@ class SlicedSinkhorn:
 
   def ott_solver(self) -> sinkhorn.Sinkhorn:
     """OTT's ``Sinkhorn`` with this solver's OTT keywords (what :meth:`__call__` runs when :meth:`ott_reasons`)."""
-    opts = dict(zip(OTT_OPTIONS, self.ott_options))
     return sinkhorn.Sinkhorn(
       threshold=self.threshold,
       inner_iterations=self.inner_iterations,
@@ -627,7 +632,7 @@ class SlicedSinkhorn:
       recenter_potentials=self.recenter_potentials,
       initializer=self.initializer,
       progress_fn=self.progress_fn,
-      **opts,
+      **self.ott_keywords,
     )
 
   def __call__(
@@ -650,7 +655,6 @@ class SlicedSinkhorn:
     if self.ott_reasons(prob):
       return self.ott_solver()(prob, init, **kwargs)
     self._check(prob)
-    opts = dict(zip(OTT_OPTIONS, self.ott_options))
     f, g, trace = _implicit_potentials(self, prob, init, kwargs)
     if self.recenter_potentials:  # OTT's balanced recentering: f of mean zero over its finite entries
       finite = jnp.isfinite(f)
@@ -662,7 +666,8 @@ class SlicedSinkhorn:
     out = sinkhorn.SinkhornOutput(
       (f, g), errors=trace, threshold=threshold, converged=jnp.isfinite(err) & (err < threshold), inner_iterations=1
     )
-    use_danskin = True if opts["use_danskin"] is None else bool(opts["use_danskin"])
+    use_danskin = self.ott_keywords["use_danskin"]
+    use_danskin = True if use_danskin is None else bool(use_danskin)
     return out.set_cost(prob, lse_mode=True, use_danskin=use_danskin).set(ot_prob=prob)
 
   def _iterate(self, prob: linear_problem.LinearProblem, init: Any, init_kwargs: Any):
@@ -833,7 +838,7 @@ def _implicit_potentials_bwd(res, cotangents):
   # The optimality conditions at the returned (f, g), pulled back to the problem (geometry and weights);
   # no cotangent for the solver's leaves, the start or the error trace.
   f, g, prob, solver = res
-  implicit_diff = dict(zip(OTT_OPTIONS, solver.ott_options))["implicit_diff"]
+  implicit_diff = solver.ott_keywords["implicit_diff"]
   (prob_cotangent,) = implicit_diff.gradient(prob, f, g, True, cotangents[:2])
   return None, prob_cotangent, None, None
 
@@ -858,8 +863,7 @@ def _solve(geom, a, b, f, g, py, coefs, threshold, static, k0=None, trace=None, 
   def finish(k, f, g, g_next, trace, history, active):
     # (f, g) has exact rows; g_next = T_b f gives its column marginal and error.
     err = jnp.sum(jnp.abs(column_marginal(b, g, g_next, eps) - b))
-    # As OTT: no error before min_iterations, except at the last iteration (min_iterations = max_iterations).
-    err = jnp.where((k > min_iterations - 1) | (k == max_iterations - 1), err, jnp.inf) if min_iterations else err
+    err = reported_error(err, k, min_iterations, max_iterations)
     trace = trace.at[k].set(err)
     if progress is not None:
       progress(k + 1, trace)
