@@ -791,19 +791,27 @@ def _potential_problem(rs, n, m, tau_a, tau_b):
   return x, y, a, b, direction, delta_a, delta_x
 
 
+def _potential_loss(impl, lse_mode, y, b, tau_a, tau_b, epsilon, direction):
+  """``(a, x, implicit_diff) -> <direction, f>``: OTT's loss for the Jacobian of the potential."""
+
+  def loss(a, x, implicit_diff):
+    solver = impl.solver(lse_mode=lse_mode, implicit_diff=implicit_diff)
+    out = solver(linear_problem.LinearProblem(pointcloud.PointCloud(x, y, epsilon=epsilon), a, b, tau_a, tau_b))
+    return jnp.sum(direction * out.f)
+
+  return loss
+
+
 @pytest.mark.parametrize("lse_mode", [False, True])
 @pytest.mark.parametrize(("tau_a", "tau_b"), [(1.0, 1.0), (0.93, 0.91)])  # OTT: the 2 x 2 grid, two shapes
 @pytest.mark.parametrize("argnum", [0, 1])
 def test_jacobian_of_the_potential(impl, lse_mode, tau_a, tau_b, argnum):
   rs = np.random.default_rng(16)
   x, y, a, b, direction, delta_a, delta_x = _potential_problem(rs, 12, 15, tau_a, tau_b)
-  epsilon = 0.01 if lse_mode else 0.1
+  potential_loss = _potential_loss(impl, lse_mode, y, b, tau_a, tau_b, 0.01 if lse_mode else 0.1, direction)
 
   def loss(a, x, implicit):
-    implicit_diff = implicit_differentiation.ImplicitDiff() if implicit else None
-    solver = impl.solver(lse_mode=lse_mode, implicit_diff=implicit_diff)
-    out = solver(linear_problem.LinearProblem(pointcloud.PointCloud(x, y, epsilon=epsilon), a, b, tau_a, tau_b))
-    return jnp.sum(direction * out.f)
+    return potential_loss(a, x, implicit_differentiation.ImplicitDiff() if implicit else None)
 
   delta = delta_x if argnum else delta_a
   grads = {imp: jax.jit(jax.grad(loss, argnums=argnum), static_argnums=2)(a, x, imp) for imp in (True, False)}
@@ -850,17 +858,11 @@ def test_gradient_on_a_grid(impl, lse_mode):
 def test_preconditioned_implicit_gradient(impl, lse_mode, tau_a, tau_b, argnum):
   rs = np.random.default_rng(18)
   x, y, a, b, direction, delta_a, delta_x = _potential_problem(rs, 18, 19, tau_a, tau_b)
-  epsilon = 0.05 if lse_mode else 0.1
+  potential_loss = _potential_loss(impl, lse_mode, y, b, tau_a, tau_b, 0.05 if lse_mode else 0.1, direction)
+  preconditioned = implicit_differentiation.ImplicitDiff(symmetric=True, precondition_fun=lambda v: v)
 
   def loss(a, x, symmetric):
-    implicit_diff = (
-      implicit_differentiation.ImplicitDiff(symmetric=True, precondition_fun=lambda v: v)
-      if symmetric
-      else implicit_differentiation.ImplicitDiff()
-    )
-    solver = impl.solver(lse_mode=lse_mode, implicit_diff=implicit_diff)
-    out = solver(linear_problem.LinearProblem(pointcloud.PointCloud(x, y, epsilon=epsilon), a, b, tau_a, tau_b))
-    return jnp.sum(direction * out.f)
+    return potential_loss(a, x, preconditioned if symmetric else implicit_differentiation.ImplicitDiff())
 
   delta = delta_x if argnum else delta_a
   grads = {sym: jax.jit(jax.grad(loss, argnums=argnum), static_argnums=2)(a, x, sym) for sym in (True, False)}
