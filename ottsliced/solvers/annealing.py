@@ -17,6 +17,16 @@ The same schedule as OTT's :class:`~ott.geometry.epsilon_scheduler.Epsilon`
 (:math:`\max(\text{init}\cdot\text{decay}^k, 1)\,\varepsilon`) with ``init``
 derived from the cost; a warm start from a fitted model already holds the
 potential at the target and skips it.
+
+Before Newton steps (:func:`paced_schedule`) the annealing only has to bring
+the potential into Newton's region of fast convergence, which narrows as
+:math:`\varepsilon` shrinks: a sweep moves mass by about
+:math:`\sqrt\varepsilon`, so the large-scale structure at the target needs
+about :math:`\sqrt{\bar c/\varepsilon}` sweeps, whatever the start. The paced
+schedule runs ``ceil(pace * sqrt(mean cost / eps))`` sweeps from
+:math:`0.3\,\bar c`, the decay set to end at the target: 10 sweeps (decay 0.71)
+at a hundredth of the mean cost, 32 (decay 0.84) at a thousandth, where the
+fixed decay 0.9 runs 22 and 44.
 """
 
 from typing import Any, Callable, Optional, Tuple
@@ -24,9 +34,10 @@ from typing import Any, Callable, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["DEFAULT_ANNEALING", "anneal", "mean_cost", "schedule"]
+__all__ = ["DEFAULT_ANNEALING", "NEWTON_ANNEALING", "anneal", "mean_cost", "paced_schedule", "schedule"]
 
-DEFAULT_ANNEALING = (0.1, 0.9)  # (start relative to the mean cost, decay per sweep)
+DEFAULT_ANNEALING = (0.1, 0.9)  # (start relative to the mean cost, decay per sweep): before Sinkhorn iterations
+NEWTON_ANNEALING = (0.3, 1.0)  # (start relative to the mean cost, sweeps per sqrt(mean cost / eps)): before Newton
 
 
 def mean_cost(geom: Any, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -48,6 +59,22 @@ def schedule(cost_scale: jax.Array, epsilon: Any, start: float, decay: float) ->
   return eps0, jnp.maximum(sweeps, 0).astype(jnp.int32)
 
 
+def paced_schedule(
+  cost_scale: jax.Array, epsilon: Any, start: float, pace: float
+) -> Tuple[jax.Array, jax.Array, jax.Array]:
+  r"""``(epsilon_0, sweeps, decay)``: ``ceil(pace * sqrt(cost_scale / epsilon))`` sweeps down to the target.
+
+  ``epsilon_0 = max(epsilon, start * cost_scale)``; no sweep when that is the
+  target. ``decay = (epsilon / epsilon_0) ** (1 / sweeps)``, so that, as in
+  :func:`schedule`, sweep ``sweeps`` would be the first at the target.
+  """
+  epsilon = jnp.asarray(epsilon, cost_scale.dtype)
+  eps0 = jnp.maximum(epsilon, start * cost_scale)
+  sweeps = jnp.where(eps0 > epsilon, jnp.ceil(pace * jnp.sqrt(cost_scale / epsilon)), 0).astype(jnp.int32)
+  decay = (epsilon / eps0) ** (1.0 / jnp.maximum(sweeps, 1).astype(eps0.dtype))
+  return eps0, sweeps, decay
+
+
 def anneal(
   rows: Callable[[jax.Array, Any], jax.Array],
   columns: Callable[[jax.Array, Any], jax.Array],
@@ -55,7 +82,7 @@ def anneal(
   g: jax.Array,
   eps0: jax.Array,
   sweeps: jax.Array,
-  decay: float,
+  decay: Any,
   epsilon: Any,
   progress: Optional[Callable[[jax.Array], None]] = None,
 ) -> Tuple[jax.Array, jax.Array]:
@@ -68,7 +95,7 @@ def anneal(
     g: ``[m]`` start.
     eps0: the first epsilon.
     sweeps: how many iterations (traced).
-    decay: the factor between two iterations.
+    decay: the factor between two iterations (a float or a traced scalar).
     epsilon: the target (a floor).
     progress: ``(sweeps done) -> None`` called after each sweep (static; ``None``: nothing).
 

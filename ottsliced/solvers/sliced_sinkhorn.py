@@ -5,11 +5,15 @@ r"""The ottsliced solver: epsilon scaling from the cost scale, then Newton steps
 
 1. **Start.** Zeros, or a prediction: a fitted :class:`~ottsliced.SlicedInitializer`
    (sharing its sorted projections), any OTT initializer, or ``init=(f, g)``.
+   As in OTT's Sinkhorn the solve starts from ``f`` (``g`` only when a
+   sliced model predicts it too).
 2. **Epsilon scaling** from a cold start (:mod:`ottsliced.solvers.annealing`):
-   one Sinkhorn sweep per epsilon from :math:`\max(\varepsilon, 0.1\,a^\top Cb)`
-   down to the target, decay 0.9; none when the target is already above a
-   tenth of the mean cost, and none from a prediction (it holds the potential
-   at the target already).
+   one Sinkhorn sweep per epsilon, geometrically down to the target. Before
+   Newton steps :math:`\lceil\sqrt{a^\top Cb/\varepsilon}\rceil` sweeps from
+   :math:`0.3\,a^\top Cb` (:func:`~ottsliced.solvers.annealing.paced_schedule`);
+   before the Sinkhorn tail from :math:`0.1\,a^\top Cb`, decay 0.9. None when
+   the target is already above the start, and none from a prediction (it
+   holds the potential at the target already).
 3. **The tail at the target epsilon.**
 
    - ``"newton"`` (the default when the plan fits in ``max_plan_entries``):
@@ -284,9 +288,11 @@ class SlicedSinkhorn:
       entries are at most ``max_plan_entries``, else the Sinkhorn tail),
       ``"newton"`` or ``"sinkhorn"`` (static).
     annealing: ``"auto"`` (epsilon scaling from the cost scale from a cold
-      start, none from a prediction or ``init``), ``None`` (never), or
-      ``(start, decay)``: epsilon from ``max(eps, start * mean cost)``,
-      times ``decay`` per sweep (static).
+      start, none from a prediction or ``init``: paced by
+      :data:`~ottsliced.solvers.annealing.NEWTON_ANNEALING` before Newton
+      steps, :data:`~ottsliced.solvers.annealing.DEFAULT_ANNEALING` before
+      the Sinkhorn tail), ``None`` (never), or ``(start, decay)``: epsilon
+      from ``max(eps, start * mean cost)``, times ``decay`` per sweep (static).
     max_plan_entries: the largest ``n m`` for which ``"auto"`` stores the
       cost and the plan (static).
     newton_solve: the Newton system's solver: ``"auto"`` (dense LU up to
@@ -524,9 +530,15 @@ class SlicedSinkhorn:
     return None, bound_projections(theta, "y", y, sup.y, sup.py)
 
   def _start(self, prob: linear_problem.LinearProblem, px: Any, py: Any, init: Any = None, init_kwargs: Any = None):
-    """The start ``(f, g)``: ``init`` when given, else the initializer's prediction, else zeros (masked)."""
+    """The start ``(f, g, g_predicted)``: ``init`` when given, else the initializer's prediction, else zeros (masked).
+
+    ``g_predicted`` (static) is ``True`` only when a sliced model predicted
+    ``g`` too; otherwise, as in OTT's Sinkhorn, the solve starts from ``f``
+    (``g`` is zeros, or ignored as OTT ignores it).
+    """
     a, b = prob.a, prob.b
     ini = self.initializer
+    g_predicted = False
     if init is not None:
       f, g = init
     elif ini is None:
@@ -535,10 +547,11 @@ class SlicedSinkhorn:
       if px is None:
         px, py = ini.projections(prob.geom.x, prob.geom.y)
       f, g, _ = ini.predict_from_projections(px, py, a, b, prob.geom.epsilon, prob.geom.x)
+      g_predicted = g is not None
       g = jnp.zeros_like(b) if g is None else g
     else:
       f, g = ini(prob, lse_mode=True, **(init_kwargs or {}))
-    return jnp.where(a > 0, f, -jnp.inf), jnp.where(b > 0, g, -jnp.inf)
+    return jnp.where(a > 0, f, -jnp.inf), jnp.where(b > 0, g, -jnp.inf), g_predicted
 
   def _check(self, prob: linear_problem.LinearProblem, needs_points: bool = False) -> None:
     geom = prob.geom
@@ -572,7 +585,7 @@ class SlicedSinkhorn:
     geom, a, b = prob.geom, prob.a, prob.b
     theta = self._directions(geom.y.shape[-1], geom.y.dtype)
     px, py = self._target_projections(theta, geom.x, geom.y)
-    f, g = self._start(prob, px, py, init)
+    f, g, _ = self._start(prob, px, py, init)
     return geom, a, b, py, f, g
 
   def uses_newton(self, prob: linear_problem.LinearProblem) -> bool:
@@ -593,10 +606,14 @@ class SlicedSinkhorn:
     """Whether the solve starts from a prediction or a given ``init`` (then ``annealing="auto"`` does not anneal)."""
     return init is not None or self.initializer is not None
 
-  def _schedule(self, init: Any) -> Optional[Tuple[float, float]]:
-    if self.annealing == "auto":
-      return None if self.warm_started(init) else annealing_lib.DEFAULT_ANNEALING
-    return self.annealing
+  def _schedule(self, init: Any, use_newton: bool) -> Optional[Callable[[jax.Array, Any], Tuple[jax.Array, ...]]]:
+    """``(mean cost, epsilon) -> (epsilon_0, sweeps, decay)`` of the annealing; ``None``: no annealing."""
+    if self.annealing is None or (self.annealing == "auto" and self.warm_started(init)):
+      return None
+    if self.annealing == "auto" and use_newton:
+      return lambda scale, eps: annealing_lib.paced_schedule(scale, eps, *annealing_lib.NEWTON_ANNEALING)
+    start, decay = annealing_lib.DEFAULT_ANNEALING if self.annealing == "auto" else self.annealing
+    return lambda scale, eps: (*annealing_lib.schedule(scale, eps, start, decay), decay)
 
   def ott_reasons(self, prob: linear_problem.LinearProblem) -> Tuple[str, ...]:
     """Why :meth:`__call__` runs OTT's own ``Sinkhorn`` on ``prob`` (empty: it runs this solver's path).
@@ -680,13 +697,12 @@ class SlicedSinkhorn:
     px = py = None
     if points and (not use_newton or (self.shares_projections and init is None)):
       px, py = self._target_projections(theta, geom.x, geom.y)
-    f, g = self._start(prob, px, py, init, init_kwargs)
+    f, g, g_predicted = self._start(prob, px, py, init, init_kwargs)
     trace = -jnp.ones((self.max_iterations,), f.dtype)
     k = jnp.zeros((), jnp.int32)
-    plan = self._schedule(init)
+    plan = self._schedule(init, use_newton)
     if plan is not None:
-      start, decay = plan
-      eps0, sweeps = annealing_lib.schedule(annealing_lib.mean_cost(geom, a, b), eps, start, decay)
+      eps0, sweeps, decay = plan(annealing_lib.mean_cost(geom, a, b), eps)
       sweeps = jnp.minimum(sweeps, self.max_iterations - 1)
       rows = lambda g_, e: _update(geom, a, f, g_, e, axis=1)  # noqa: E731
       cols = lambda f_, e: _update(geom, b, f_, g, e, axis=0)  # noqa: E731
@@ -696,6 +712,8 @@ class SlicedSinkhorn:
       trace = jnp.where(jnp.arange(self.max_iterations) < sweeps, jnp.inf, trace)
       k = sweeps
     threshold = jnp.asarray(self.threshold, dtype=f.dtype)
+    if use_newton and plan is None and not g_predicted:  # Newton steps start from g: g = T_b f, as OTT starts from f
+      g = newton.column_update(geom.cost_matrix, b, f, eps)
     if use_newton:
       state = newton.newton_tail(
         geom.cost_matrix,

@@ -19,6 +19,19 @@ def test_schedule_anneals_from_a_tenth_of_the_mean_cost(scale, eps, expected):
     assert eps0 * 0.9 ** (expected - 1) > eps >= eps0 * 0.9**expected * (1 - 1e-6)
 
 
+@pytest.mark.parametrize(
+  ("scale", "eps", "expected"), [(1.0, 1e-2, 10), (1.0, 1e-3, 32), (1.0, 0.5, 0), (4.0, 1e-2, 20)]
+)
+def test_paced_schedule_runs_sqrt_of_the_cost_ratio_sweeps_from_three_tenths(scale, eps, expected):
+  eps0, sweeps, decay = annealing.paced_schedule(jnp.asarray(scale), eps, 0.3, 1.0)
+  assert int(sweeps) == expected
+  np.testing.assert_allclose(eps0, max(eps, 0.3 * scale), rtol=1e-6)
+  if expected:  # geometric from eps0, the last sweep above the target, the next one at it
+    assert 0 < float(decay) < 1
+    assert eps0 * decay ** (expected - 1) > eps
+    np.testing.assert_allclose(eps0 * decay**expected, eps, rtol=1e-5)
+
+
 def test_mean_cost_is_the_independent_couplings_dense_and_online():
   rs = np.random.default_rng(0)
   x, y = jnp.asarray(rs.normal(size=(30, 3))), jnp.asarray(rs.normal(size=(20, 3)))

@@ -308,7 +308,8 @@ def test_default_solver_reaches_otts_solution(x64, eps):
   np.testing.assert_allclose(float(out.reg_ot_cost), float(ref.reg_ot_cost), rtol=1e-8)
   errors = np.asarray(out.errors)
   sweeps = int(np.sum(np.isinf(errors)))  # annealing sweeps carry no error at the target
-  assert (sweeps > 0) == (eps < 0.1 * float(a @ prob.geom.cost_matrix @ b))
+  mean_cost = float(a @ prob.geom.cost_matrix @ b)  # before Newton steps: ceil(sqrt(mean / eps)) from 0.3 mean
+  assert sweeps == (int(np.ceil(np.sqrt(mean_cost / eps))) if eps < 0.3 * mean_cost else 0)
   assert np.all(np.isinf(errors[:sweeps]))
   assert errors[_iterations(out) - 1] < 1e-9
 
@@ -355,6 +356,22 @@ def test_a_warm_start_skips_the_annealing(digits_test, ra_model):
   assert np.all(np.isfinite(np.asarray(warm.errors)[: _iterations(warm)]))
   assert bool(warm.converged)
   assert bool(cold.converged)
+
+
+@pytest.mark.parametrize("tail", ["newton", "sinkhorn"])
+def test_a_warm_start_starts_from_f_as_otts(x64, tail):
+  """``init=(f, g)`` and OTT initializers (whose ``g`` is zeros) start from ``f`` on both tails, as OTT's Sinkhorn."""
+  rs = np.random.default_rng(6)
+  x, a = random_measure(rs, 40, 3)
+  y, b = random_measure(rs, 30, 3)
+  prob = _problem(x, y, a, b, 0.01)
+  ref = sinkhorn.Sinkhorn(threshold=1e-11, max_iterations=200_000)(prob)
+  solver = SlicedSinkhorn(threshold=1e-8, tail=tail)
+  out = solver(prob, init=(ref.f, jnp.zeros_like(ref.g)))  # the solution's f, no g: OTT needs one iteration
+  assert _iterations(out) == 1
+  assert bool(out.converged)
+  ott_init = sinkhorn.Sinkhorn(threshold=1e-8)(prob, init=(ref.f, jnp.zeros_like(ref.g)))
+  assert int(ott_init.n_iters) <= 10  # OTT's first check (inner_iterations=10) also stops
 
 
 def test_default_solver_under_vmap_and_direct_newton_steps(x64):
@@ -410,7 +427,7 @@ def test_plain_and_low_rank_geometries_reach_otts_solution(x64, tail):
   y = y + 1.0
   cloud = pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y), epsilon=1e-2)
   cost = np.asarray(cloud.cost_matrix)
-  eps = 0.01 * float(cost.mean())  # 44 annealing sweeps, then the tail
+  eps = 0.01 * float(cost.mean())  # annealing sweeps, then the tail
   # A rank-5 cost: its own problem, given as factors (OTT's LRCGeometry) and as the dense matrix it stands for.
   c1, c2 = rs.normal(size=(30, 5)), rs.normal(size=(24, 5))
   for geom, ref_geom in (
