@@ -142,7 +142,8 @@ def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_t
   inv_a, diag, rhs = _system(a, b, columns, epsilon)
 
   def op(v):
-    return (1.0 + damping) * diag * v - plan.T @ ((plan @ v) * inv_a)
+    # w @ plan, not plan.T @ w: XLA's CPU backend transposes the plan for the latter (3x slower at n = 1000).
+    return (1.0 + damping) * diag * v - ((plan @ v) * inv_a) @ plan
 
   def curvature(p, ap):
     # (1 + damping) diag - P^T P / a is at least damping * diag; anything below is float round-off.
