@@ -185,7 +185,7 @@ def newton_tail(
   threshold: Any,
   *,
   min_iterations: int = 0,
-  cg_iterations: int = 20,
+  cg_iterations: int = 10,
   cg_tolerance: float = 0.3,
   halvings: int = 3,
   damping: float = 1e-3,

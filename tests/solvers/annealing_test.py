@@ -32,6 +32,13 @@ def test_paced_schedule_runs_sqrt_of_the_cost_ratio_sweeps_from_three_tenths(sca
     np.testing.assert_allclose(eps0 * decay**expected, eps, rtol=1e-5)
 
 
+@pytest.mark.parametrize(("eps", "expected"), [(0.05, 0), (1 / 30, 0), (0.02, 8), (1e-3, 32)])
+def test_newton_annealing_leaves_targets_near_the_cost_scale_cold(eps, expected):
+  # OTT's default epsilon (a twentieth of the mean cost) and anything within 30 of it: no sweep.
+  _, sweeps, _ = annealing.paced_schedule(jnp.asarray(1.0), eps, *annealing.NEWTON_ANNEALING)
+  assert int(sweeps) == expected
+
+
 def test_mean_cost_is_the_independent_couplings_dense_and_online():
   rs = np.random.default_rng(0)
   x, y = jnp.asarray(rs.normal(size=(30, 3))), jnp.asarray(rs.normal(size=(20, 3)))
