@@ -297,7 +297,7 @@ class SlicedSinkhorn:
       from ``max(eps, start * mean cost)``, times ``decay`` per sweep (static).
     max_plan_entries: the largest ``n m`` for which ``"auto"`` stores the
       cost and the plan (static).
-    newton_solve: the Newton system's solver: ``"auto"`` (dense LU up to
+    newton_solve: the Newton system's solver: ``"auto"`` (dense Cholesky up to
       :data:`DIRECT_MAX` target atoms, else CG), ``"cg"`` or ``"direct"`` (static).
     cg_iterations: CG iterations per Newton step at most (static).
     cg_tolerance: CG's relative residual tolerance (static): an inexact Newton step, 0.3 a forcing term that
