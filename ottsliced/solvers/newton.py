@@ -35,7 +35,7 @@ as many for the plan (:class:`~ottsliced.SlicedSinkhorn` chooses this tail only
 below its ``max_plan_entries``).
 """
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -196,6 +196,7 @@ def newton_tail(
   damping: float = 1e-3,
   direct: bool = False,
   progress: Optional[Callable[[jax.Array, jax.Array], None]] = None,
+  stage: Optional[Tuple[jax.Array, Any, Any]] = None,
 ) -> NewtonState:
   """Newton steps from ``g`` until the column L1 error is below ``threshold`` or the trace is full.
 
@@ -217,6 +218,10 @@ def newton_tail(
     damping: the first step's Levenberg-Marquardt damping (then adapted: a quarter after a full
       step, twice after a shortened one, eight times after a refused one).
     progress: ``(iterations done, trace) -> None`` called after each step (static; ``None``: nothing).
+    stage: ``(staged, stage_epsilon, stage_threshold)`` (traced) or ``None``: when ``staged``, Newton
+      steps at ``stage_epsilon`` first, until the column error is below ``stage_threshold`` (their
+      errors recorded as ``inf``, at most ``max_iterations - 1`` iterations), then at ``epsilon`` from
+      their ``g``; ``g`` is then the column update at ``stage_epsilon``.
 
   Returns:
     The final :class:`NewtonState`; ``f`` has exact rows, ``trace[k - 1]`` its column error.
@@ -236,7 +241,18 @@ def newton_tail(
       progress(k, trace)
     return state._replace(k=k, trace=trace, done=done)
 
-  def step(state: NewtonState) -> NewtonState:
+  def stage_record(state: NewtonState, report: bool = True) -> NewtonState:  # not the target's errors: inf
+    trace = state.trace.at[state.k].set(jnp.inf)
+    k = state.k + 1
+    done = (k >= max_iterations - 1) | ~(error(state.columns) >= stage[2])
+    if progress is not None and report:
+      progress(k, trace)
+    return state._replace(k=k, trace=trace, done=done)
+
+  def make_step(epsilon, record):
+    return lambda state: step(state, epsilon, record)
+
+  def step(state: NewtonState, epsilon, record) -> NewtonState:
     if direct:
       delta, _ = _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)
     else:
@@ -275,7 +291,21 @@ def newton_tail(
     damping = jnp.clip(state.damping * factor, 1e-6, 1e3)
     return record(state._replace(g=g_n, f=f_n, plan=plan_n, dual=dual_n, columns=cols_n, damping=damping))
 
-  f, plan, dual, columns = row_update(cost, a, b, g, epsilon)
+  if stage is not None:  # a stage needs one iteration left after it
+    staged = stage[0] & (k < max_iterations - 1)
+    start_epsilon = jnp.where(staged, stage[1], epsilon)
+  else:
+    start_epsilon = epsilon
+  f, plan, dual, columns = row_update(cost, a, b, g, start_epsilon)
   state = NewtonState(k, g, f, plan, dual, columns, trace, jnp.zeros((), bool), jnp.asarray(damping, dual.dtype))
+  if stage is not None:
+
+    def staged_solve(state):
+      state = stage_record(state, report=False)
+      state = jax.lax.while_loop(lambda s: ~s.done, make_step(stage[1], stage_record), state)
+      f, plan, dual, columns = row_update(cost, a, b, state.g, epsilon)
+      return state._replace(f=f, plan=plan, dual=dual, columns=columns, damping=jnp.asarray(damping, dual.dtype))
+
+    state = jax.lax.cond(staged, staged_solve, lambda s: s, state)
   state = record(state)
-  return jax.lax.while_loop(lambda s: ~s.done, step, state)
+  return jax.lax.while_loop(lambda s: ~s.done, make_step(epsilon, record), state)

@@ -15,7 +15,11 @@ r"""The ottsliced solver: epsilon scaling from the cost scale, then Newton steps
    the target is already above the start or, before Newton steps, within 30
    of the mean cost (OTT's default, a twentieth: Newton from a cold start
    needs fewer steps than the sweeps), and none from a prediction (it holds
-   the potential at the target already).
+   the potential at the target already). Below a fiftieth of the mean cost
+   the sweeps stop at :math:`4\varepsilon` and Newton steps solve that
+   problem to a column error of ``max(threshold, 0.01)`` first
+   (:data:`~ottsliced.solvers.annealing.NEWTON_STAGE`), their errors
+   recorded as ``inf``.
 3. **The tail at the target epsilon.**
 
    - ``"newton"`` (the default when the plan fits in ``max_plan_entries``):
@@ -703,19 +707,26 @@ class SlicedSinkhorn:
     trace = -jnp.ones((self.max_iterations,), f.dtype)
     k = jnp.zeros((), jnp.int32)
     plan = self._schedule(init, use_newton)
+    stage, eps_sweeps = None, eps
     if plan is not None:
-      eps0, sweeps, decay = plan(annealing_lib.mean_cost(geom, a, b), eps)
+      scale = annealing_lib.mean_cost(geom, a, b)
+      if use_newton and self.annealing == "auto":  # small epsilon: anneal to a multiple, Newton there first
+        factor, min_ratio, stage_tol = annealing_lib.NEWTON_STAGE
+        staged = scale > min_ratio * eps
+        eps_sweeps = jnp.where(staged, factor * eps, eps)
+        stage = (staged, eps_sweeps, jnp.maximum(jnp.asarray(self.threshold, eps_sweeps.dtype), stage_tol))
+      eps0, sweeps, decay = plan(scale, eps_sweeps)
       sweeps = jnp.minimum(sweeps, self.max_iterations - 1)
       rows = lambda g_, e: _update(geom, a, f, g_, e, axis=1)  # noqa: E731
       cols = lambda f_, e: _update(geom, b, f_, g, e, axis=0)  # noqa: E731
       report, steps = self._progress(), jnp.arange(self.max_iterations)
       progress = None if report is None else lambda done: report(done, jnp.where(steps < done, jnp.inf, -1.0))
-      f, g = annealing_lib.anneal(rows, cols, f, g, eps0, sweeps, decay, eps, progress=progress)
+      f, g = annealing_lib.anneal(rows, cols, f, g, eps0, sweeps, decay, eps_sweeps, progress=progress)
       trace = jnp.where(jnp.arange(self.max_iterations) < sweeps, jnp.inf, trace)
       k = sweeps
     threshold = jnp.asarray(self.threshold, dtype=f.dtype)
     if use_newton and not g_predicted:  # Newton steps start from g: g = T_b f, as OTT starts from f
-      start_g = lambda: newton.column_update(geom.cost_matrix, b, f, eps)  # noqa: E731
+      start_g = lambda: newton.column_update(geom.cost_matrix, b, f, eps_sweeps)  # noqa: E731
       g = start_g() if plan is None else jax.lax.cond(k > 0, lambda: g, start_g)  # no sweep: a cold start
     if use_newton:
       state = newton.newton_tail(
@@ -732,6 +743,7 @@ class SlicedSinkhorn:
         cg_tolerance=self.cg_tolerance,
         direct=self.newton_solve == "direct" or (self.newton_solve == "auto" and geom.shape[1] <= DIRECT_MAX),
         progress=self._progress(),
+        stage=stage,
       )
       f, g, trace = state.f, state.g, state.trace
     elif points:

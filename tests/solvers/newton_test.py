@@ -73,3 +73,37 @@ def test_the_dual_rises_at_every_step():
     duals.append(float(state.dual))
   assert np.all(np.diff(duals) >= -1e-12), duals
   assert duals[-1] > duals[0]
+
+
+@pytest.mark.usefixtures("x64")
+def test_a_stage_at_a_larger_epsilon_first_records_inf_and_ends_at_otts_solution():
+  prob = _problem(4, eps=0.005)
+  geom, a, b = prob.geom, prob.a, prob.b
+  start, k0, trace = jnp.where(b > 0, 0.0, -jnp.inf), jnp.asarray(3, jnp.int32), -jnp.ones(500)
+
+  def tail(staged, length=500):
+    return newton.newton_tail(
+      geom.cost_matrix, a, b, 0.005, start, k0, trace[:length], 1e-10, stage=(staged, 0.02, 1e-2)
+    )
+
+  staged, plain = jax.jit(lambda: tail(True))(), jax.jit(lambda: tail(False))()
+  ref = sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=200_000)(prob)
+  for state in (staged, plain):
+    np.testing.assert_allclose(geom.transport_from_potentials(state.f, state.g), ref.matrix, atol=1e-9)
+  errors, k = np.asarray(staged.trace), int(staged.k)
+  stage = int(np.sum(np.isinf(errors)))
+  assert stage >= 2  # the stage's start and at least one step at 4 eps
+  assert np.all(errors[:3] == -1)  # the iterations before the tail are the caller's
+  assert np.all(np.isinf(errors[3 : 3 + stage]))
+  assert np.all(np.isfinite(errors[3 + stage : k]))
+  assert errors[k - 1] < 1e-10
+  assert np.all(errors[k:] == -1)
+  # Not staged: as without a stage, no inf.
+  unstaged = jax.jit(lambda: newton.newton_tail(geom.cost_matrix, a, b, 0.005, start, k0, trace, 1e-10))()
+  np.testing.assert_array_equal(plain.trace, unstaged.trace)
+  np.testing.assert_array_equal(plain.g, unstaged.g)
+  # A stage never takes the last iteration: with 5 entries (3 taken) the target gets one.
+  short = jax.jit(lambda: tail(True, 5))()
+  assert int(short.k) == 5
+  assert np.isinf(short.trace[3])
+  assert np.isfinite(short.trace[4])

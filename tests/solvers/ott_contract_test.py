@@ -36,10 +36,6 @@ from ott.tools import sinkhorn_divergence as ott_divergence
 import ottsliced as ots
 
 EXCEPTIONS = {
-  "custom_progress_fn_decreasing_errors": (
-    "the errors OTT's progress callback receives during the first 30 iterations are inf here: at epsilon = 1e-3 "
-    "the solver is still epsilon-scaling (its sweeps report inf, as OTT reports iterations before min_iterations)"
-  ),
   "progress_before_first_block": (
     "the solve stops at the first iteration below the threshold (the error is read every iteration), here before "
     "iteration 7 = inner_iterations, so OTT's progress functions, which print at multiples of inner_iterations, "
@@ -414,13 +410,13 @@ def test_custom_progress_fn(impl, clouds):
     if (iteration + 1) % inner == 0:
       seen.append((iteration, float(state.errors[(iteration + 1) // inner - 1, 0]), total))
 
-  solver = impl.solver(progress_fn=record, max_iterations=30, inner_iterations=10)
+  # A threshold out of float32's reach: the whole budget runs (the default solver meets 1e-3 within 30 here).
+  solver = impl.solver(progress_fn=record, max_iterations=30, inner_iterations=10, threshold=1e-12)
   solver(linear_problem.LinearProblem(pointcloud.PointCloud(x, y, epsilon=1e-3), a, b))
   jax.effects_barrier()
   assert [s[0] for s in seen] == [9, 19, 29]
   assert all(s[2] == 30 for s in seen)
-  impl.exception("custom_progress_fn_decreasing_errors")
-  errors = [s[1] for s in seen]
+  errors = [s[1] for s in seen]  # here inf at iteration 10 (the sliced solver's sweeps to 4 eps), then finite
   assert errors[0] > errors[1] > errors[2]
 
 

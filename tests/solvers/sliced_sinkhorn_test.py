@@ -13,6 +13,7 @@ from ott.solvers.linear import sinkhorn
 
 import ottsliced as ots
 from ottsliced.data import digit_pairs
+from ottsliced.solvers import annealing
 from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
 
 
@@ -292,7 +293,7 @@ def test_stop_after_rejection_skips_the_corrections_after_a_rejected_one(x64):
 # ------------------------------------------------------------------ the default solver: annealing, then Newton steps
 
 
-@pytest.mark.parametrize("eps", [0.5, 0.05, 0.005])
+@pytest.mark.parametrize("eps", [0.5, 0.125, 0.05, 0.005])
 def test_default_solver_reaches_otts_solution(x64, eps):
   """No argument but the threshold: annealed when epsilon is small, Newton steps on the plan, OTT's solution."""
   rs = np.random.default_rng(11)
@@ -307,13 +308,22 @@ def test_default_solver_reaches_otts_solution(x64, eps):
   np.testing.assert_allclose(out.matrix, ref.matrix, atol=1e-9)
   np.testing.assert_allclose(float(out.reg_ot_cost), float(ref.reg_ot_cost), rtol=1e-8)
   errors = np.asarray(out.errors)
-  sweeps = int(np.sum(np.isinf(errors)))  # annealing sweeps carry no error at the target
-  # Before Newton steps: ceil(sqrt(mean / eps)) from 0.3 mean, none within 30 of the mean cost (here eps = 0.5).
-  ratio = float(a @ prob.geom.cost_matrix @ b) / eps
-  assert sweeps == (int(np.ceil(np.sqrt(ratio))) if ratio > 30 else 0)
-  assert (sweeps > 0) == (eps < 0.5)
-  assert np.all(np.isinf(errors[:sweeps]))
+  before = int(np.sum(np.isinf(errors)))  # annealing sweeps (and a stage's Newton steps) carry no target error
+  assert np.all(np.isinf(errors[:before]))
+  assert np.all(np.isfinite(errors[before : _iterations(out)]))
   assert errors[_iterations(out) - 1] < 1e-9
+  # Before Newton steps: ceil(sqrt(mean / eps)) sweeps from 0.3 mean, none within 30 of the mean cost (eps = 0.5);
+  # below a fiftieth of it the sweeps stop at 4 eps, where Newton steps take the error to 1e-2 first.
+  ratio = float(a @ prob.geom.cost_matrix @ b) / eps
+  factor, min_ratio, _ = annealing.NEWTON_STAGE
+  staged = ratio > min_ratio
+  target = ratio / factor if staged else ratio
+  sweeps = int(np.ceil(np.sqrt(target))) if target > 30 else 0
+  assert before > sweeps if staged else before == sweeps
+  # The regimes (mean cost 5.5): cold; annealed; staged from a cold start at 4 eps; annealed to 4 eps and staged.
+  assert (sweeps > 0, staged) == {0.5: (False, False), 0.125: (True, False), 0.05: (False, True), 0.005: (True, True)}[
+    eps
+  ]
 
 
 def test_default_solver_is_faster_than_sinkhorn_in_iterations_at_small_epsilon():
