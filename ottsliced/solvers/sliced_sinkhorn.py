@@ -25,16 +25,19 @@ r"""The ottsliced solver: epsilon scaling from the cost scale, then Newton steps
    - ``"newton"`` (the default when the plan fits in ``max_plan_entries``):
      Newton steps on the semi-dual with the plan stored
      (:mod:`ottsliced.solvers.newton`), each a conjugate-gradient solve with
-     products by the plan (no exponential) or, for ``m <=``
+     products by the plan (no exponential) or, for ``min(n, m) <=``
      :data:`DIRECT_MAX`, a dense factorisation; a step is kept only if it
-     raises the dual, else a Sinkhorn iteration is taken.
+     raises the dual, else a Sinkhorn iteration is taken. The steps move the
+     potential of the side with fewer atoms (``g``; ``f`` when ``n < m``:
+     then columns are exact and the rows carry the error), so the system is
+     ``min(n, m)`` square.
    - ``"sinkhorn"`` (online geometries, larger problems): OTT's log-domain
      iterations with **sliced corrections** at iterations 2 and 3 and Anderson
      acceleration after them, described below.
 
-Every iteration reads its marginal error (columns, rows exact) at no extra
-kernel pass, so the solver stops at the first iteration below ``threshold``
-(OTT checks every ``inner_iterations = 10``).
+Every iteration reads its marginal error (columns, rows exact; the other
+way round in Newton steps on ``f``) at no extra kernel pass, so the solver
+stops at the first iteration below ``threshold`` (OTT checks every ``inner_iterations = 10``).
 
 **Sliced corrections** (the Sinkhorn tail). A Sinkhorn sweep fixes the
 marginal error *locally* (the kernel spreads information over about
@@ -103,7 +106,7 @@ DEFAULT_STEPS = (2.0, 1.0)
 DEFAULT_NUM_DIRECTIONS = 16  # L when the solver draws its own directions
 TAILS = ("auto", "newton", "sinkhorn")
 NEWTON_SOLVES = ("auto", "cg", "direct")
-DIRECT_MAX = 192  # newton_solve="auto": a dense factorisation of the Newton system up to this many target atoms
+DIRECT_MAX = 192  # newton_solve="auto": a dense factorisation of the Newton system up to this many unknowns
 
 
 def column_marginal(b: jax.Array, g: jax.Array, g_next: jax.Array, epsilon: Any) -> jax.Array:
@@ -302,7 +305,7 @@ class SlicedSinkhorn:
     max_plan_entries: the largest ``n m`` for which ``"auto"`` stores the
       cost and the plan (static).
     newton_solve: the Newton system's solver: ``"auto"`` (dense Cholesky up to
-      :data:`DIRECT_MAX` target atoms, else CG), ``"cg"`` or ``"direct"`` (static).
+      :data:`DIRECT_MAX` atoms on the smaller side, else CG), ``"cg"`` or ``"direct"`` (static).
     cg_iterations: CG iterations per Newton step at most (static).
     cg_tolerance: CG's relative residual tolerance (static): an inexact Newton step, 0.3 a forcing term that
       took 0.5-0.8x the time of 0.1 on the Gaussian-mixture cases at epsilon = 1e-3 x mean cost.
@@ -317,7 +320,8 @@ class SlicedSinkhorn:
     anderson_memory: Anderson acceleration of the Sinkhorn tail's
       iterations after the corrections, on ``g`` (static; 0: plain Sinkhorn iterations).
     anderson_ridge: its ridge (OTT's default).
-    threshold: stop when the column L1 marginal error is below it (traced; OTT's default 1e-3).
+    threshold: stop when the column L1 marginal error is below it (the row error in Newton steps on ``f``,
+      ``n < m``; traced; OTT's default 1e-3).
     max_iterations: iteration cap (static).
     min_iterations: no stop before it (static).
     support: bound target supports (:meth:`bind`).
@@ -671,7 +675,8 @@ class SlicedSinkhorn:
 
     Returns:
       OTT's ``SinkhornOutput``; on this solver's path ``errors[k]`` is the
-      column L1 error after iteration ``k + 1`` (``inf`` during annealing,
+      column L1 error after iteration ``k + 1`` (the row error, columns
+      exact, in Newton steps on ``f``: ``n < m``; ``inf`` during annealing,
       ``-1`` after the stop), and the potentials are differentiated
       implicitly (OTT's ``ImplicitDiff``), as OTT's default.
     """
@@ -725,27 +730,32 @@ class SlicedSinkhorn:
       trace = jnp.where(jnp.arange(self.max_iterations) < sweeps, jnp.inf, trace)
       k = sweeps
     threshold = jnp.asarray(self.threshold, dtype=f.dtype)
-    if use_newton and not g_predicted:  # Newton steps start from g: g = T_b f, as OTT starts from f
+    n, m = geom.shape
+    transposed = use_newton and n < m  # Newton steps in the potential of the side with fewer atoms
+    if use_newton and not transposed and not g_predicted:  # they start from g = T_b f, as OTT starts from f
       start_g = lambda: newton.column_update(geom.cost_matrix, b, f, eps_sweeps)  # noqa: E731
       g = start_g() if plan is None else jax.lax.cond(k > 0, lambda: g, start_g)  # no sweep: a cold start
     if use_newton:
+      cost = geom.cost_matrix.T if transposed else geom.cost_matrix
+      # Transposed: in f, from f (after sweeps g = T_b f already; a prediction; zeros, as OTT starts).
+      rows_w, cols_w, start = (b, a, f) if transposed else (a, b, g)
       state = newton.newton_tail(
-        geom.cost_matrix,
-        a,
-        b,
+        cost,
+        rows_w,
+        cols_w,
         eps,
-        g,
+        start,
         k,
         trace,
         threshold,
         min_iterations=self.min_iterations,
         cg_iterations=self.cg_iterations,
         cg_tolerance=self.cg_tolerance,
-        direct=self.newton_solve == "direct" or (self.newton_solve == "auto" and geom.shape[1] <= DIRECT_MAX),
+        direct=self.newton_solve == "direct" or (self.newton_solve == "auto" and min(n, m) <= DIRECT_MAX),
         progress=self._progress(),
         stage=stage,
       )
-      f, g, trace = state.f, state.g, state.trace
+      f, g, trace = (state.g, state.f, state.trace) if transposed else (state.f, state.g, state.trace)
     elif points:
       coefs = self._coefs(theta, f.dtype)
       f, g, trace = _solve(geom, a, b, f, g, py, coefs, threshold, self._static(), k, trace, progress=self._progress())

@@ -54,7 +54,8 @@ def solve(
 
   Returns:
     OTT's ``SinkhornOutput`` (``LRSinkhornOutput`` with ``rank``): potentials ``f [n]``, ``g [m]``, ``errors``
-    (the column L1 error per iteration), ``converged``, ``reg_ot_cost``;
+    (the column L1 error per iteration; rows when Newton steps run on ``f``, ``n < m``), ``converged``,
+    ``reg_ot_cost``;
     ``out.matrix`` is the plan.
 
   Raises:

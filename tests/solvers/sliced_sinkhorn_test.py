@@ -707,3 +707,23 @@ def test_free_wasserstein_barycenter_with_sliced_sinkhorn():
   (ours, x_ours), (ref, x_ref) = cost(SlicedSinkhorn()), cost(sinkhorn.Sinkhorn())
   np.testing.assert_allclose(ours, ref, rtol=1e-3)
   np.testing.assert_allclose(x_ours, x_ref, atol=1e-2)
+
+
+@pytest.mark.parametrize("eps", [0.5, 0.005])
+def test_fewer_sources_than_targets_runs_newton_on_f_with_exact_columns(x64, eps):
+  """n < m: the steps move f (an n x n system), columns are exact and the error reported is the rows'."""
+  rs = np.random.default_rng(12)
+  x, a = random_measure(rs, 20, 3, zero_frac=0.2)
+  y, b = random_measure(rs, 70, 3, zero_frac=0.2)
+  prob = _problem(x, y, a, b, eps)
+  out = _solve(SlicedSinkhorn(threshold=1e-9, max_iterations=5000), prob)
+  ref = sinkhorn.Sinkhorn(threshold=1e-11, max_iterations=500_000)(prob)
+  np.testing.assert_allclose(out.matrix, ref.matrix, atol=1e-9)
+  plan = np.asarray(out.matrix)
+  np.testing.assert_allclose(plan.sum(0), b, atol=1e-13)  # columns exact
+  k = _iterations(out)
+  row_error = np.abs(plan.sum(1) - a).sum()
+  np.testing.assert_allclose(float(out.errors[k - 1]), row_error, rtol=1e-6, atol=1e-15)
+  assert 0 < row_error < 1e-9
+  assert np.all(np.isneginf(np.asarray(out.f)[a == 0]))
+  assert np.all(np.isneginf(np.asarray(out.g)[b == 0]))
