@@ -7,13 +7,13 @@ import pytest
 from helpers import CORRECTED_LOOP, FLOW_SOURCE, FLOW_TARGET, random_measure
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from ott.geometry import pointcloud
+from ott.geometry import costs, pointcloud
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
 import ottsliced as ots
 from ottsliced.data import digit_pairs
-from ottsliced.solvers import annealing
+from ottsliced.solvers import annealing, sliced_sinkhorn
 from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
 
 
@@ -727,3 +727,50 @@ def test_fewer_sources_than_targets_runs_newton_on_f_with_exact_columns(x64, eps
   assert 0 < row_error < 1e-9
   assert np.all(np.isneginf(np.asarray(out.f)[a == 0]))
   assert np.all(np.isneginf(np.asarray(out.g)[b == 0]))
+
+
+def test_axis_potential_sums_the_coordinates_feasible_1d_potentials(x64):
+  rs = np.random.default_rng(13)
+  x, a = random_measure(rs, 400, 2, zero_frac=0.1)
+  y, b = random_measure(rs, 380, 2, zero_frac=0.1)
+  geom = pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y))
+  f = np.asarray(sliced_sinkhorn.axis_potential(geom, jnp.asarray(a), jnp.asarray(b)))
+  phi, psi = ots.sliced_potentials(jnp.asarray(x), jnp.asarray(y), a, b, jnp.eye(2))
+  np.testing.assert_allclose(f[a > 0], np.asarray(phi).sum(1)[a > 0], rtol=1e-12)
+  assert np.all(np.isneginf(f[a == 0]))
+  # The squared cost is the coordinates' sum: the summed 1-D pairs are feasible for it.
+  slack = np.asarray(geom.cost_matrix) - np.asarray(phi).sum(1)[:, None] - np.asarray(psi).sum(1)[None, :]
+  assert slack[np.ix_(a > 0, b > 0)].min() > -1e-9
+  # Where it does not apply: another cost, a scaled cost, d > 4, a small plan.
+  a, b = jnp.asarray(a), jnp.asarray(b)
+  assert sliced_sinkhorn.axis_potential(pointcloud.PointCloud(geom.x, geom.y, cost_fn=costs.Euclidean()), a, b) is None
+  assert sliced_sinkhorn.axis_potential(pointcloud.PointCloud(geom.x, geom.y, scale_cost="mean"), a, b) is None
+  x5 = jnp.asarray(rs.normal(size=(400, 5)))
+  assert sliced_sinkhorn.axis_potential(pointcloud.PointCloud(x5, x5[:380]), a, b) is None
+  assert sliced_sinkhorn.axis_potential(pointcloud.PointCloud(geom.x[:40], geom.y[:38]), a[:40], b[:38]) is None
+
+
+@pytest.mark.parametrize("shape", [(400, 380), (380, 400)])
+def test_a_cold_start_without_sweeps_starts_from_the_axis_potential(x64, shape):
+  """A 2-D problem at a twentieth of the mean cost: no sweeps, Newton from the axis potential, OTT's solution."""
+  rs = np.random.default_rng(14)
+  x, a = random_measure(rs, shape[0], 2, zero_frac=0.1)
+  y, b = random_measure(rs, shape[1], 2, zero_frac=0.1)
+  y = y + 1.0
+  eps = 0.05 * float(a @ np.asarray(pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y)).cost_matrix) @ b)
+  prob = _problem(x, y, a, b, eps)
+  assert sliced_sinkhorn.axis_potential(prob.geom, prob.a, prob.b) is not None
+  out = _solve(SlicedSinkhorn(threshold=1e-9, max_iterations=500), prob)
+  assert not np.any(np.isinf(np.asarray(out.errors)))  # no sweep
+  ref = sinkhorn.Sinkhorn(threshold=1e-11, max_iterations=100_000)(prob)
+  np.testing.assert_allclose(out.matrix, ref.matrix, atol=1e-9)
+  # The start is the axis potential: the first error is that of its column (row) update, not of zeros'.
+  start = sliced_sinkhorn.axis_potential(prob.geom, prob.a, prob.b)
+  geom = prob.geom
+  g = geom.update_potential(start, jnp.zeros_like(prob.b), jnp.log(prob.b), axis=0)
+  if shape[0] >= shape[1]:  # Newton on g from g = T_b f0, then f = T_a g: the column error of that pair
+    plan = np.asarray(geom.transport_from_potentials(geom.update_potential(start, g, jnp.log(prob.a), axis=1), g))
+    np.testing.assert_allclose(float(out.errors[0]), np.abs(plan.sum(0) - b).sum(), rtol=1e-6)
+  else:  # Newton on f from f0, then g = T_b f0: the row error of (f0, g)
+    plan = np.asarray(geom.transport_from_potentials(start, g))
+    np.testing.assert_allclose(float(out.errors[0]), np.abs(plan.sum(1) - a).sum(), rtol=1e-6)
