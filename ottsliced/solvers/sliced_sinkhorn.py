@@ -225,6 +225,16 @@ def has_points(geom: Any) -> bool:
   return isinstance(geom, pointcloud.PointCloud)
 
 
+def axis_start_applies(geom: Any) -> bool:
+  """Whether :func:`axis_potential` applies to ``geom`` (static: type, cost, dimension and size)."""
+  if not has_points(geom) or type(geom.cost_fn) is not costs.SqEuclidean:
+    return False
+  scale = getattr(geom, "_scale_cost", 1.0)
+  if not isinstance(scale, (int, float)) or float(scale) != 1.0 or geom.x.shape[-1] > AXIS_START_MAX_DIM:
+    return False
+  return geom.shape[0] * geom.shape[1] >= AXIS_START_MIN_ENTRIES
+
+
 def axis_potential(geom: Any, a: jax.Array, b: jax.Array) -> Optional[jax.Array]:
   r"""``f [n]``: the sum over coordinates of their exact 1-D OT potentials; ``None`` where it does not apply.
 
@@ -239,12 +249,7 @@ def axis_potential(geom: Any, a: jax.Array, b: jax.Array) -> Optional[jax.Array]
   :data:`AXIS_START_MIN_ENTRIES` cost entries (on smaller plans the sorts
   cost more than the Newton step they save: 2-D flow batches of 64).
   """
-  if not has_points(geom) or type(geom.cost_fn) is not costs.SqEuclidean:
-    return None
-  scale = getattr(geom, "_scale_cost", 1.0)
-  if not isinstance(scale, (int, float)) or float(scale) != 1.0 or geom.x.shape[-1] > AXIS_START_MAX_DIM:
-    return None
-  if geom.shape[0] * geom.shape[1] < AXIS_START_MIN_ENTRIES:
+  if not axis_start_applies(geom):
     return None
   axes = jnp.eye(geom.x.shape[-1], dtype=geom.x.dtype)
   phi, _ = sliced.sliced_potentials(geom.x, geom.y, a, b, axes)
@@ -768,9 +773,7 @@ class SlicedSinkhorn:
     transposed = use_newton and n < m  # Newton steps in the potential of the side with fewer atoms
     # A cold start without sweeps (the picked schedule ran none): from the coordinates' 1-D potentials.
     cold = use_newton and plan is not None and self.annealing == "auto"
-    axis_f = functools.partial(axis_potential, geom, a, b)  # traced only in the cold branch below
-    if not cold or jax.eval_shape(axis_f) is None:
-      axis_f = None
+    axis_f = functools.partial(axis_potential, geom, a, b) if cold and axis_start_applies(geom) else None
     if axis_f is not None and transposed:
       f = jax.lax.cond(k > 0, lambda: f, axis_f)
     if use_newton and not transposed and not g_predicted:  # they start from g = T_b f, as OTT starts from f
