@@ -58,6 +58,35 @@ def test_relative_epsilon_and_the_measured_error():
     np.testing.assert_allclose(err0, np.abs(plan0.sum(1) - p.a).sum() + np.abs(plan0.sum(0) - p.b).sum(), rtol=1e-10)
 
 
+def test_timing_protocol_blocks_and_repeats(monkeypatch):
+  """JAX solvers finish before the peers start; a long compile does not cut a jitted method's repeats."""
+  case = bench.CaseConfig("gmm", n=8, d=2, epsilon=0.05, pairs=2)
+  pairs = bench.make_pairs(case, 2, 0)
+  config = bench.Config(suite="t", tolerances=(1e-2,), cases=(case,), peers=None, repeats=4)
+  calls, seen = [], set()
+
+  def scripted_call(method, args, tol):  # a 3 s compile for ours, a 2 s solve for the slow peer, else 1 ms
+    first = method.name not in seen
+    seen.add(method.name)
+    calls.append(method.name)
+    seconds = 3.0 if first and method.family == "ours" else 2.0 if method.name == "slow peer" else 1e-3
+    return seconds, (np.zeros(8), np.zeros(8), 1)
+
+  monkeypatch.setattr(bench, "_call", scripted_call)
+  methods = [
+    bench.Method(name, family, lambda p: (), None)
+    for name, family in (("ottsliced", "ours"), ("OTT default", "ott"), ("slow peer", "pot"), ("peer", "geomloss"))
+  ]
+  rows = bench.bench_case(case, config, 1e-2, methods, pairs, [1.0, 1.0], progress=False)
+  last_jax = max(i for i, n in enumerate(calls) if n in ("ottsliced", "OTT default"))
+  assert last_jax < min(i for i, n in enumerate(calls) if n in ("slow peer", "peer"))
+  # First calls on both pairs, then `repeats` timed calls per pair; a solve over a second is timed once more.
+  assert calls.count("ottsliced") == calls.count("OTT default") == calls.count("peer") == 2 + 2 * 4
+  assert calls.count("slow peer") == 2 + 2
+  assert rows["ottsliced"]["ms"] == pytest.approx(1.0)
+  assert rows["ottsliced"]["compile_s"] == pytest.approx(3.0 - 1e-3)
+
+
 @pytest.mark.slow
 def test_quick_suite_end_to_end(tmp_path):
   metrics = run_config(str(CONFIGS / "solvers_quick.yaml"), out_dir=str(tmp_path), progress=False)
