@@ -232,27 +232,25 @@ def newton_tail(
   def error(columns):
     return jnp.sum(jnp.where(b > 0, jnp.abs(columns - b), 0.0))
 
-  def record(state: NewtonState) -> NewtonState:
-    err = reported_error(error(state.columns), state.k, min_iterations, max_iterations)
+  def record(state: NewtonState, at_target: bool = True, report: bool = True) -> NewtonState:
+    """Logs the iteration just done; a stage's errors (``at_target=False``) are not the target's: ``inf``."""
+    column_error = error(state.columns)
+    k = state.k + 1
+    if at_target:
+      err = reported_error(column_error, state.k, min_iterations, max_iterations)
+      done = (k >= max_iterations) | ((k >= max(min_iterations, 1)) & ~(err >= threshold))
+    else:
+      err = jnp.inf
+      done = (k >= max_iterations - 1) | ~(column_error >= stage[2])
     trace = state.trace.at[state.k].set(err)
-    k = state.k + 1
-    done = (k >= max_iterations) | ((k >= max(min_iterations, 1)) & ~(err >= threshold))
-    if progress is not None:
-      progress(k, trace)
-    return state._replace(k=k, trace=trace, done=done)
-
-  def stage_record(state: NewtonState, report: bool = True) -> NewtonState:  # not the target's errors: inf
-    trace = state.trace.at[state.k].set(jnp.inf)
-    k = state.k + 1
-    done = (k >= max_iterations - 1) | ~(error(state.columns) >= stage[2])
     if progress is not None and report:
       progress(k, trace)
     return state._replace(k=k, trace=trace, done=done)
 
-  def make_step(epsilon, record):
-    return lambda state: step(state, epsilon, record)
+  def make_step(epsilon, at_target):
+    return lambda state: step(state, epsilon, at_target)
 
-  def step(state: NewtonState, epsilon, record) -> NewtonState:
+  def step(state: NewtonState, epsilon, at_target: bool) -> NewtonState:
     if direct:
       delta, _ = _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)
     else:
@@ -289,7 +287,7 @@ def newton_tail(
     g_n, f_n, plan_n, dual_n, cols_n, factor = jax.lax.cond(dual_1 >= state.dual, lambda _: full, shortened, None)
     # Trust the model more after a full step, less after a shortened or refused one.
     damping = jnp.clip(state.damping * factor, 1e-6, 1e3)
-    return record(state._replace(g=g_n, f=f_n, plan=plan_n, dual=dual_n, columns=cols_n, damping=damping))
+    return record(state._replace(g=g_n, f=f_n, plan=plan_n, dual=dual_n, columns=cols_n, damping=damping), at_target)
 
   if stage is not None:  # a stage needs one iteration left after it
     staged = stage[0] & (k < max_iterations - 1)
@@ -301,11 +299,11 @@ def newton_tail(
   if stage is not None:
 
     def staged_solve(state):
-      state = stage_record(state, report=False)
-      state = jax.lax.while_loop(lambda s: ~s.done, make_step(stage[1], stage_record), state)
+      state = record(state, at_target=False, report=False)
+      state = jax.lax.while_loop(lambda s: ~s.done, make_step(stage[1], False), state)
       f, plan, dual, columns = row_update(cost, a, b, state.g, epsilon)
       return state._replace(f=f, plan=plan, dual=dual, columns=columns, damping=jnp.asarray(damping, dual.dtype))
 
     state = jax.lax.cond(staged, staged_solve, lambda s: s, state)
   state = record(state)
-  return jax.lax.while_loop(lambda s: ~s.done, make_step(epsilon, record), state)
+  return jax.lax.while_loop(lambda s: ~s.done, make_step(epsilon, True), state)
