@@ -89,6 +89,7 @@ from ottsliced.sliced.directions import directions
 from ottsliced.sliced.support import BoundSupport, bind_supports, bound_projections
 from ottsliced.solvers import annealing as annealing_lib
 from ottsliced.solvers import newton
+from ottsliced.solvers.compaction import compaction_applies, solve_compacted
 from ottsliced.solvers.iterations import reported_error
 
 __all__ = [
@@ -737,10 +738,43 @@ class SlicedSinkhorn:
     use_danskin = True if use_danskin is None else bool(use_danskin)
     return out.set_cost(prob, lse_mode=True, use_danskin=use_danskin).set(ot_prob=prob)
 
+  def _newton_start(
+    self,
+    geom: Any,
+    cost: jax.Array,
+    a: jax.Array,
+    b: jax.Array,
+    f: jax.Array,
+    g: jax.Array,
+    k: jax.Array,
+    scheduled: bool,
+    g_predicted: bool,
+    epsilon: Any,
+  ) -> Tuple[bool, jax.Array]:
+    """Where Newton steps start: ``(transposed, potential)``.
+
+    ``cost`` is ``geom``'s ``[n, m]`` matrix. Newton moves the potential of
+    the side with fewer atoms: ``f`` (``[n]``, transposed) when ``n < m``,
+    else ``g`` (``[m]``). After sweeps (``k > 0``) that potential is the
+    sweeps'; a prediction of ``g`` is kept. A cold start
+    with a schedule that ran no sweep begins from :func:`axis_potential` where
+    it applies, else from ``f`` (zeros, as OTT starts); ``g`` then starts as
+    the column update of that ``f`` at ``epsilon``.
+    """
+    n, m = geom.shape
+    cold = scheduled and self.annealing == "auto"
+    axis_f = functools.partial(axis_potential, geom, a, b) if cold and axis_start_applies(geom) else None
+    if n < m:
+      return True, f if axis_f is None else jax.lax.cond(k > 0, lambda: f, axis_f)
+    if g_predicted:
+      return False, g
+    start_f = (lambda: f) if axis_f is None else axis_f
+    start_g = lambda: newton.column_update(cost, b, start_f(), epsilon)  # noqa: E731
+    return False, jax.lax.cond(k > 0, lambda: g, start_g) if scheduled else start_g()
+
   def _iterate(self, prob: linear_problem.LinearProblem, init: Any, init_kwargs: Any):
     """The solve on this solver's path: ``(f [n], g [m], errors [max_iterations])``."""
     geom, a, b = prob.geom, prob.a, prob.b
-    eps = geom.epsilon
     use_newton = self.uses_newton(prob)
     points = has_points(geom)
     theta = self._directions(geom.y.shape[-1], geom.y.dtype) if points else None
@@ -748,60 +782,13 @@ class SlicedSinkhorn:
     if points and (not use_newton or (self.shares_projections and init is None)):
       px, py = self._target_projections(theta, geom.x, geom.y)
     f, g, g_predicted = self._start(prob, px, py, init, init_kwargs)
-    trace = -jnp.ones((self.max_iterations,), f.dtype)
-    k = jnp.zeros((), jnp.int32)
     plan = self._schedule(init, use_newton)
-    stage, eps_sweeps = None, eps
-    if plan is not None:
-      scale = annealing_lib.mean_cost(geom, a, b)
-      if use_newton and self.annealing == "auto":  # small epsilon: anneal to a multiple, Newton there first
-        factor, min_ratio, stage_tol = annealing_lib.NEWTON_STAGE
-        staged = scale > min_ratio * eps
-        eps_sweeps = jnp.where(staged, factor * eps, eps)
-        stage = (staged, eps_sweeps, jnp.maximum(jnp.asarray(self.threshold, eps_sweeps.dtype), stage_tol))
-      eps0, sweeps, decay = plan(scale, eps_sweeps)
-      sweeps = jnp.minimum(sweeps, self.max_iterations - 1)
-      rows = lambda g_, e: _update(geom, a, f, g_, e, axis=1)  # noqa: E731
-      cols = lambda f_, e: _update(geom, b, f_, g, e, axis=0)  # noqa: E731
-      report, steps = self._progress(), jnp.arange(self.max_iterations)
-      progress = None if report is None else lambda done: report(done, jnp.where(steps < done, jnp.inf, -1.0))
-      f, g = annealing_lib.anneal(rows, cols, f, g, eps0, sweeps, decay, eps_sweeps, progress=progress)
-      trace = jnp.where(jnp.arange(self.max_iterations) < sweeps, jnp.inf, trace)
-      k = sweeps
+    if use_newton:  # on the weights' support where it is a fraction of the atoms
+      solve = functools.partial(self._newton_path, plan=plan, g_predicted=g_predicted)
+      return solve_compacted(solve, geom, a, b, f, g) if compaction_applies(geom) else solve(geom, a, b, f, g)
+    f, g, trace, k, _, _ = self._sweeps(geom, a, b, f, g, plan, use_newton=False)
     threshold = jnp.asarray(self.threshold, dtype=f.dtype)
-    n, m = geom.shape
-    transposed = use_newton and n < m  # Newton steps in the potential of the side with fewer atoms
-    # A cold start without sweeps (the picked schedule ran none): from the coordinates' 1-D potentials.
-    cold = use_newton and plan is not None and self.annealing == "auto"
-    axis_f = functools.partial(axis_potential, geom, a, b) if cold and axis_start_applies(geom) else None
-    if axis_f is not None and transposed:
-      f = jax.lax.cond(k > 0, lambda: f, axis_f)
-    if use_newton and not transposed and not g_predicted:  # they start from g = T_b f, as OTT starts from f
-      start_f = (lambda: f) if axis_f is None else axis_f
-      start_g = lambda: newton.column_update(geom.cost_matrix, b, start_f(), eps_sweeps)  # noqa: E731
-      g = start_g() if plan is None else jax.lax.cond(k > 0, lambda: g, start_g)  # no sweep: a cold start
-    if use_newton:
-      cost = geom.cost_matrix.T if transposed else geom.cost_matrix
-      # Transposed: in f, from f (after sweeps g = T_b f already; a prediction; zeros, as OTT starts).
-      rows_w, cols_w, start = (b, a, f) if transposed else (a, b, g)
-      state = newton.newton_tail(
-        cost,
-        rows_w,
-        cols_w,
-        eps,
-        start,
-        k,
-        trace,
-        threshold,
-        min_iterations=self.min_iterations,
-        cg_iterations=self.cg_iterations,
-        cg_tolerance=self.cg_tolerance,
-        direct=self.newton_solve == "direct" or (self.newton_solve == "auto" and min(n, m) <= DIRECT_MAX),
-        progress=self._progress(),
-        stage=stage,
-      )
-      f, g, trace = (state.g, state.f, state.trace) if transposed else (state.f, state.g, state.trace)
-    elif points:
+    if points:
       coefs = self._coefs(theta, f.dtype)
       f, g, trace = _solve(geom, a, b, f, g, py, coefs, threshold, self._static(), k, trace, progress=self._progress())
     else:  # no coordinates, no cost matrix (a Grid, an online geometry): (Anderson) Sinkhorn iterations
@@ -809,6 +796,59 @@ class SlicedSinkhorn:
       static = self._static(every=0)
       f, g, trace = _solve(geom, a, b, f, g, None, coefs, threshold, static, k, trace, progress=self._progress())
     return f, g, trace
+
+  def _sweeps(self, geom: Any, a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array, plan: Any, use_newton: bool):
+    """The annealing sweeps of ``plan`` (``None``: none): ``(f, g, trace, k, stage, epsilon of the sweeps)``.
+
+    ``trace`` is ``[max_iterations]``, ``inf`` for the ``k`` sweeps; ``stage``
+    is :func:`ottsliced.solvers.newton.newton_tail`'s (``None``: no stage).
+    """
+    eps = geom.epsilon
+    trace = -jnp.ones((self.max_iterations,), f.dtype)
+    k = jnp.zeros((), jnp.int32)
+    stage, eps_sweeps = None, eps
+    if plan is None:
+      return f, g, trace, k, stage, eps_sweeps
+    scale = annealing_lib.mean_cost(geom, a, b)
+    if use_newton and self.annealing == "auto":  # small epsilon: anneal to a multiple, Newton there first
+      factor, min_ratio, stage_tol = annealing_lib.NEWTON_STAGE
+      staged = scale > min_ratio * eps
+      eps_sweeps = jnp.where(staged, factor * eps, eps)
+      stage = (staged, eps_sweeps, jnp.maximum(jnp.asarray(self.threshold, eps_sweeps.dtype), stage_tol))
+    eps0, sweeps, decay = plan(scale, eps_sweeps)
+    sweeps = jnp.minimum(sweeps, self.max_iterations - 1)
+    rows = lambda g_, e: _update(geom, a, f, g_, e, axis=1)  # noqa: E731
+    cols = lambda f_, e: _update(geom, b, f_, g, e, axis=0)  # noqa: E731
+    report, steps = self._progress(), jnp.arange(self.max_iterations)
+    progress = None if report is None else lambda done: report(done, jnp.where(steps < done, jnp.inf, -1.0))
+    f, g = annealing_lib.anneal(rows, cols, f, g, eps0, sweeps, decay, eps_sweeps, progress=progress)
+    trace = jnp.where(jnp.arange(self.max_iterations) < sweeps, jnp.inf, trace)
+    return f, g, trace, sweeps, stage, eps_sweeps
+
+  def _newton_path(
+    self, geom: Any, a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array, *, plan: Any, g_predicted: bool
+  ) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    """Sweeps, then Newton steps on the stored plan from ``(f [n], g [m])``: ``(f, g, trace)``."""
+    cost = geom.cost_matrix
+    f, g, trace, k, stage, eps_sweeps = self._sweeps(geom, a, b, f, g, plan, use_newton=True)
+    n, m = geom.shape
+    transposed, start = self._newton_start(geom, cost, a, b, f, g, k, plan is not None, g_predicted, eps_sweeps)
+    state = newton.newton_tail(
+      cost.T if transposed else cost,
+      *((b, a) if transposed else (a, b)),
+      geom.epsilon,
+      start,
+      k,
+      trace,
+      jnp.asarray(self.threshold, dtype=f.dtype),
+      min_iterations=self.min_iterations,
+      cg_iterations=self.cg_iterations,
+      cg_tolerance=self.cg_tolerance,
+      direct=self.newton_solve == "direct" or (self.newton_solve == "auto" and min(n, m) <= DIRECT_MAX),
+      progress=self._progress(),
+      stage=stage,
+    )
+    return (state.g, state.f, state.trace) if transposed else (state.f, state.g, state.trace)
 
   def correction_state(self, prob: linear_problem.LinearProblem) -> CorrectionState:
     """Where a ``(K + 1)``-th correction would start: after iteration 1 and this solver's ``K`` corrections.
