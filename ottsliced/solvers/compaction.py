@@ -4,12 +4,12 @@ Atoms of zero weight carry no mass: their potentials are ``-inf`` and they
 add nothing to the marginals, the dual or the transport cost, yet a dense
 solve spends ``n x m`` work on them (an MNIST digit holds 150-220 of its 784
 pixels). Inside ``jit`` the shapes are static, so the support goes into one of
-a few fixed sizes: the atoms of positive weight first (a stable partition), the
-first ``ceil(n / 2**level)`` kept on each side, with ``level`` the largest up to
-:data:`COMPACTION_LEVELS` (one: sizes ``n`` and ``n / 2``) that holds both
-supports. ``lax.switch`` runs the solve
-compiled for that size, and the potentials go back to their atoms (``-inf``
-elsewhere, as the dense solve returns them).
+a few fixed sizes: the atoms of positive weight first (a stable partition),
+the first ``ceil(n / 2**level)`` kept on each side, with ``level`` the largest
+up to :data:`COMPACTION_LEVELS` (one: sizes ``n`` and ``n / 2``) that holds
+both supports. ``lax.switch`` runs the solve compiled for that size, and the
+potentials go back to their atoms (``-inf`` elsewhere, as the dense solve
+returns them).
 
 Under ``jax.vmap`` the level is the batch's smallest (the largest support sets
 the size): one branch runs for the whole batch, not every branch.

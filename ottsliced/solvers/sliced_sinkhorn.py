@@ -756,10 +756,10 @@ class SlicedSinkhorn:
     ``cost`` is ``geom``'s ``[n, m]`` matrix. Newton moves the potential of
     the side with fewer atoms: ``f`` (``[n]``, transposed) when ``n < m``,
     else ``g`` (``[m]``). After sweeps (``k > 0``) that potential is the
-    sweeps'; a prediction of ``g`` is kept. A cold start
-    with a schedule that ran no sweep begins from :func:`axis_potential` where
-    it applies, else from ``f`` (zeros, as OTT starts); ``g`` then starts as
-    the column update of that ``f`` at ``epsilon``.
+    sweeps'; a prediction of ``g`` is kept. A cold start with a schedule
+    that ran no sweep begins from :func:`axis_potential` where it applies,
+    else from ``f`` (zeros, as OTT starts); ``g`` then starts as the column
+    update of that ``f`` at ``epsilon``.
     """
     n, m = geom.shape
     cold = scheduled and self.annealing == "auto"
