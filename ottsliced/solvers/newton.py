@@ -42,7 +42,7 @@ import jax.numpy as jnp
 
 from ottsliced.solvers.iterations import reported_error
 
-__all__ = ["NewtonState", "column_update", "newton_tail", "row_update"]
+__all__ = ["NewtonState", "column_update", "column_update_rows", "newton_tail", "row_update"]
 
 
 class NewtonState(NamedTuple):
@@ -91,12 +91,19 @@ def row_update(cost: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, epsilo
 
 def column_update(cost: jax.Array, b: jax.Array, f: jax.Array, epsilon: Any) -> jax.Array:
   r""":math:`g=\mathcal T_b f` ``[m]`` (columns exact), ``-inf`` at zero weights: one exponential pass."""
+  return column_update_rows(cost, b, f, epsilon)[0]
+
+
+def column_update_rows(cost: jax.Array, b: jax.Array, f: jax.Array, epsilon: Any) -> Tuple[jax.Array, jax.Array]:
+  r"""``(g [m], rows [n])``: :math:`g=\mathcal T_b f` and the row sums of the plan of ``(f, g)``, one exp pass."""
   z = (f[:, None] - cost) / epsilon
   top = jnp.max(z, axis=0, keepdims=True)
   top = jnp.where(jnp.isfinite(top), top, 0.0)
-  lse = top[0] + jnp.log(jnp.sum(jnp.exp(z - top), axis=0))
+  e = jnp.exp(z - top)
+  s = jnp.sum(e, axis=0)
   pos = b > 0
-  return jnp.where(pos, epsilon * (jnp.log(jnp.where(pos, b, 1.0)) - lse), -jnp.inf)
+  g = jnp.where(pos, epsilon * (jnp.log(jnp.where(pos, b, 1.0)) - top[0] - jnp.log(s)), -jnp.inf)
+  return g, e @ (jnp.where(pos, b, 0.0) / s)
 
 
 def _system(a, b, columns, epsilon):

@@ -35,6 +35,12 @@ def test_row_and_column_updates_are_otts():
   np.testing.assert_allclose(dual, jnp.sum(jnp.where(a > 0, a * f, 0)) + jnp.sum(jnp.where(b > 0, b * g, 0)))
   g_ott = jnp.where(b > 0, geom.update_potential(f, jnp.zeros_like(b), jnp.log(b), axis=0), -jnp.inf)
   np.testing.assert_allclose(newton.column_update(geom.cost_matrix, b, f, geom.epsilon), g_ott, rtol=1e-12)
+  g_rows, rows = newton.column_update_rows(geom.cost_matrix, b, f, geom.epsilon)
+  np.testing.assert_allclose(g_rows, g_ott, rtol=1e-12)
+  plan = np.asarray(geom.transport_from_potentials(f, g_ott))
+  np.testing.assert_allclose(rows, plan.sum(1), atol=1e-14)  # columns exact, rows off
+  np.testing.assert_allclose(plan.sum(0), b, atol=1e-12)
+  assert np.abs(plan.sum(1) - a).sum() > 1e-3
 
 
 @pytest.mark.usefixtures("x64")

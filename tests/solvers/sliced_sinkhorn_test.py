@@ -774,3 +774,31 @@ def test_a_cold_start_without_sweeps_starts_from_the_axis_potential(x64, shape):
   else:  # Newton on f from f0, then g = T_b f0: the row error of (f0, g)
     plan = np.asarray(geom.transport_from_potentials(start, g))
     np.testing.assert_allclose(float(out.errors[0]), np.abs(plan.sum(1) - a).sum(), rtol=1e-6)
+
+
+def _product_grid(rs, n1, n2, shift):
+  """A ``n1 x n2`` grid on the unit square, moved by ``shift``, with product weights: its OT is per axis."""
+  points = np.stack(np.meshgrid(np.linspace(0, 1, n1), np.linspace(0, 1, n2), indexing="ij"), -1).reshape(-1, 2)
+  w = np.outer(rs.uniform(0.2, 1.0, n1), rs.uniform(0.2, 1.0, n2)).reshape(-1)
+  return points + shift, w / w.sum()
+
+
+def test_the_axis_start_replaces_the_sweeps_only_where_its_plan_fits(x64):
+  """At a sixtieth of the mean cost (sweeps and stage due): none where the axis plan's rows fit, OTT's solution."""
+  rs = np.random.default_rng(3)
+  grids = (*_product_grid(rs, 20, 20, 0.0), *_product_grid(rs, 20, 19, 0.3))
+  x2, a2 = random_measure(rs, 400, 2)
+  y2, b2 = random_measure(rs, 380, 2)
+  rotation = np.array([[0.6, -0.8], [0.8, 0.6]])
+  y2 = y2 @ rotation * np.array([3.0, 0.3]) @ rotation.T  # elongated along a diagonal: no axis sees its OT
+  for (x, a, y, b), fits in ((grids, True), ((x2, a2, y2, b2), False)):
+    eps = float(a @ np.asarray(pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y)).cost_matrix) @ b) / 60
+    prob = _problem(x, y, a, b, eps)
+    f = sliced_sinkhorn.axis_potential(prob.geom, prob.a, prob.b)
+    g = prob.geom.update_potential(f, jnp.zeros_like(prob.b), jnp.log(prob.b), axis=0)
+    rows = np.asarray(prob.geom.transport_from_potentials(f, g)).sum(1)
+    assert (np.abs(rows - a).sum() <= sliced_sinkhorn.AXIS_START_MAX_ROW_ERROR) == fits
+    out = _solve(SlicedSinkhorn(threshold=1e-9, max_iterations=500), prob)
+    assert bool(np.any(np.isinf(np.asarray(out.errors)))) != fits  # sweeps (inf) only where it does not fit
+    ref = sinkhorn.Sinkhorn(threshold=1e-11, max_iterations=100_000)(prob)
+    np.testing.assert_allclose(out.matrix, ref.matrix, atol=1e-9)
