@@ -1,0 +1,89 @@
+"""The Newton system's solver on small problems: dense Cholesky against CG, beside OTT's fastest plain settings.
+
+Run: ``python benchmarks/newton_solve.py`` (about 5 minutes on a 2-core CPU). For each case, the suite's 3 pairs
+(``ottsliced.experiments.solvers``), to 1e-2 and 1e-3, 7 repeats per pair with the methods alternated; one line per
+case and tolerance with the median over pairs of each method's median time and its iterations:
+
+- ``direct``: :class:`~ottsliced.SlicedSinkhorn` with ``newton_solve="direct"`` (what ``"auto"`` chose up to 192
+  atoms on the smaller side until this measurement);
+- ``cg``: ``newton_solve="cg"``, what ``"auto"`` chooses now;
+- OTT's Anderson (memory 2) and momentum (1.5), the best OTT settings on most of these cases.
+"""
+
+import functools
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from ott.problems.linear import linear_problem
+
+from ottsliced.experiments import solvers as bench
+from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
+
+CASES = (
+  {"data": "sphere", "n": 1000, "epsilon": 0.5, "relative": False},
+  {"data": "sphere", "n": 300, "epsilon": 0.5, "relative": False},
+  {"data": "tabular", "name": "wine", "epsilon": 0.05},
+  {"data": "tabular", "name": "wine", "epsilon": 1e-2},
+  {"data": "tabular", "name": "breast_cancer", "epsilon": 0.05},
+  {"data": "tabular", "name": "iris", "epsilon": 1e-3},
+  {"data": "flow", "n": 64, "epsilon": 0.05},
+  {"data": "flow", "n": 64, "epsilon": 1e-2},
+  {"data": "flow", "n": 64, "epsilon": 1e-3},
+  {"data": "flow", "n": 128, "epsilon": 0.05},
+  {"data": "flow", "n": 128, "epsilon": 1e-3},
+  {"data": "gmm", "n": 128, "d": 3, "epsilon": 1e-3},
+  {"data": "gmm", "n": 192, "d": 8, "epsilon": 1e-3},
+  {"data": "mnist", "n": 14, "epsilon": 1e-2, "relative": False},
+  {"data": "mnist", "n": 14, "epsilon": 1e-3, "relative": False},
+  {"data": "gmm", "n": 1000, "d": 3, "epsilon": 0.05, "seed": 5},
+)
+OTT = ("OTT Anderson (m=2)", "OTT momentum (1.5)")
+
+
+def _ours(name: str, cost_fn, **kwargs) -> bench.Method:
+  solver = SlicedSinkhorn(max_iterations=20_000, **kwargs)
+
+  @jax.jit
+  def solve(solver, x, y, a, b, eps, tol):
+    prob = linear_problem.LinearProblem(bench._geometry(x, y, eps, cost_fn, 0), a, b)
+    out = solver.replace(threshold=tol)(prob)
+    return out.f, out.g, out.n_iters
+
+  return bench.Method(name, "ours", bench._device_args, functools.partial(solve, solver))
+
+
+def main(repeats: int = 7) -> None:
+  for spec in CASES:
+    case = bench.CaseConfig(**spec)
+    pairs = bench.make_pairs(case, 3, case.seed)
+    cost_fn = pairs[0].cost_fn
+    methods = [_ours("direct", cost_fn, newton_solve="direct"), _ours("cg", cost_fn, newton_solve="cg")]
+    methods += [m for m in bench.ott_methods(bench.OTTConfig(), case, cost_fn, 20_000) if m.name in OTT]
+    for tol in (1e-2, 1e-3):
+      t = jnp.float32(tol)
+      for m in methods:
+        for p in pairs:
+          jax.block_until_ready(m.solve(*m.prepare(p), t))
+      per_pair, iterations = {m.name: [] for m in methods}, {m.name: [] for m in methods}
+      for p in pairs:
+        seconds = {m.name: [] for m in methods}
+        for rep in range(repeats):
+          for m in methods if rep % 2 else methods[::-1]:
+            args = m.prepare(p)
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(m.solve(*args, t))
+            seconds[m.name].append(time.perf_counter() - t0)
+            iterations[m.name].append(int(out[2]))
+        for name, s in seconds.items():
+          per_pair[name].append(statistics.median(s))
+      size = f"{pairs[0].x.shape[0]}x{pairs[0].y.shape[0]}"
+      cells = [
+        f"{k} {1e3 * statistics.median(v):.2f} ms ({statistics.median(iterations[k]):g})" for k, v in per_pair.items()
+      ]
+      print(f"{case.label():34s} {size:9s} tol {tol:g}: " + "  ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+  main()
