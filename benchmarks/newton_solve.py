@@ -4,9 +4,11 @@ Run: ``python benchmarks/newton_solve.py`` (about 5 minutes on a 2-core CPU). Fo
 (``ottsliced.experiments.solvers``), to 1e-2 and 1e-3, 7 repeats per pair with the methods alternated; one line per
 case and tolerance with the median over pairs of each method's median time and its iterations:
 
-- ``direct``: :class:`~ottsliced.SlicedSinkhorn` with ``newton_solve="direct"`` (what ``"auto"`` chose up to 192
-  atoms on the smaller side until this measurement);
-- ``cg``: ``newton_solve="cg"``, what ``"auto"`` chooses now;
+- ``direct``: :class:`~ottsliced.SlicedSinkhorn` with ``newton_solve="direct"``, what ``"auto"`` chooses up to
+  :data:`~ottsliced.solvers.sliced_sinkhorn.DIRECT_MAX` atoms on the smaller side;
+- ``cg``: ``newton_solve="cg"``: faster on every case here, but it stalls short of tight thresholds on some
+  problems where the factorisation converges (self-transport, n = 24-100, float32 at 1e-6), so ``"auto"`` does
+  not choose it below that size yet;
 - OTT's Anderson (memory 2) and momentum (1.5), the best OTT settings on most of these cases.
 """
 
