@@ -1,27 +1,35 @@
-"""The Newton system's solver on small problems: dense Cholesky against CG, beside OTT's fastest plain settings.
+"""The Newton system's solver on small problems: dense Cholesky, CG, and CG with the Cholesky fallback ("auto").
 
-Run: ``python benchmarks/newton_solve.py`` (about 5 minutes on a 2-core CPU). For each case, the suite's 3 pairs
+Run: ``python benchmarks/newton_solve.py`` (about 6 minutes on a 2-core CPU). For each case, the suite's 3 pairs
 (``ottsliced.experiments.solvers``), to 1e-2 and 1e-3, 7 repeats per pair with the methods alternated; one line per
 case and tolerance with the median over pairs of each method's median time and its iterations:
 
-- ``direct``: :class:`~ottsliced.SlicedSinkhorn` with ``newton_solve="direct"``, what ``"auto"`` chooses up to
-  :data:`~ottsliced.solvers.sliced_sinkhorn.DIRECT_MAX` atoms on the smaller side;
-- ``cg``: ``newton_solve="cg"``: faster on every case here, but it stalls short of tight thresholds on some
-  problems where the factorisation converges (self-transport, n = 24-100, float32 at 1e-6), so ``"auto"`` does
-  not choose it below that size yet;
+- ``direct``: :class:`~ottsliced.SlicedSinkhorn` with ``newton_solve="direct"``: every step's system factorised;
+- ``cg``: ``newton_solve="cg"``: CG alone, at most 10 iterations per step;
+- ``auto``: CG, and the factorisation for the steps where CG stops short of its tolerance (up to
+  :data:`~ottsliced.solvers.sliced_sinkhorn.DIRECT_MAX` atoms on the smaller side);
 - OTT's Anderson (memory 2) and momentum (1.5), the best OTT settings on most of these cases.
+
+``python benchmarks/newton_solve.py self`` (about 2 minutes) is the robustness probe behind "auto": 8 random
+clouds (n = 24-100, d = 2, epsilon = 0.05), each transported to itself and to a shifted cloud, in float32 to a
+column error of 1e-6 and in float64 to 1e-10; one line per problem with each solve's iterations (``FAIL``: not
+converged in the budget). CG alone stalls on self-transport, a plan close to the identity whose Newton system is
+ill-conditioned.
 """
 
 import functools
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from ott.geometry import pointcloud
 from ott.problems.linear import linear_problem
 
 from ottsliced.experiments import solvers as bench
-from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
+from ottsliced.solvers.sliced_sinkhorn import NEWTON_SOLVES, SlicedSinkhorn
 
 CASES = (
   {"data": "sphere", "n": 1000, "epsilon": 0.5, "relative": False},
@@ -61,7 +69,7 @@ def main(repeats: int = 7) -> None:
     case = bench.CaseConfig(**spec)
     pairs = bench.make_pairs(case, 3, case.seed)
     cost_fn = pairs[0].cost_fn
-    methods = [_ours("direct", cost_fn, newton_solve="direct"), _ours("cg", cost_fn, newton_solve="cg")]
+    methods = [_ours(solve, cost_fn, newton_solve=solve) for solve in ("direct", "cg", "auto")]
     methods += [m for m in bench.ott_methods(bench.OTTConfig(), case, cost_fn, 20_000) if m.name in OTT]
     for tol in (1e-2, 1e-3):
       t = jnp.float32(tol)
@@ -87,5 +95,34 @@ def main(repeats: int = 7) -> None:
       print(f"{case.label():34s} {size:9s} tol {tol:g}: " + "  ".join(cells), flush=True)
 
 
+def self_transport() -> None:
+  for x64, threshold, budget in ((False, 1e-6, 2000), (True, 1e-10, 10_000)):
+    with jax.enable_x64(x64):
+      dtype = jnp.float64 if x64 else jnp.float32
+      total = dict.fromkeys(NEWTON_SOLVES, 0)
+      for seed in range(8):
+        rs = np.random.default_rng(seed)
+        n = (24, 40, 64, 100)[seed % 4]
+        x, a = _cloud(rs, n)
+        z, c = _cloud(rs, n - 6)
+        for kind, (y, b) in (("self", (x, a)), ("cross", (z + 0.5, c))):
+          prob = linear_problem.LinearProblem(
+            pointcloud.PointCloud(x, y, epsilon=0.05), a.astype(dtype), b.astype(dtype)
+          )
+          cells = []
+          for solve in NEWTON_SOLVES:
+            solver = SlicedSinkhorn(threshold=threshold, max_iterations=budget, newton_solve=solve)
+            out = jax.jit(solver)(prob)
+            total[solve] += int(out.n_iters)
+            cells.append(f"{solve} {int(out.n_iters)}{'' if bool(out.converged) else ' FAIL'}")
+          print(f"{jnp.dtype(dtype).name} to {threshold:g}, n = {n:3d} {kind:5s}: " + "  ".join(cells), flush=True)
+      print(f"{jnp.dtype(dtype).name} total iterations: {total}", flush=True)
+
+
+def _cloud(rs: np.random.Generator, n: int):
+  x, w = rs.normal(size=(n, 2)), rs.uniform(0.1, 1.0, size=n)
+  return jnp.asarray(x), jnp.asarray(w / w.sum())
+
+
 if __name__ == "__main__":
-  main()
+  self_transport() if sys.argv[1:] == ["self"] else main()

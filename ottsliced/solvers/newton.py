@@ -26,10 +26,15 @@ matrix, so a few CG iterations (``sqrt`` of Sinkhorn's sweeps) do what
 Sinkhorn's tail does, each with two products with the stored plan.
 
 A step :math:`g+t\Delta g` is accepted when it raises the semi-dual (``t`` =
-1, 1/2, 1/4, ...); the exponentials of that test are the next plan, so an
-accepted step costs one exponential pass. When no step raises the dual (far
-from the solution, or float32 round-off in CG), a Sinkhorn iteration is taken
-instead: the dual never decreases. The column error is read from the stored
+1, 1/2, 1/4, ...) or, where the dual's change is within its round-off (near
+the solution the rise is of the order of the squared error), when it lowers
+the column error; the exponentials of that test are the next plan, so an
+accepted step costs one exponential pass. When no step is accepted (far from
+the solution, or float round-off in CG), a Sinkhorn iteration is taken
+instead: the dual never decreases by more than its round-off. On
+ill-conditioned systems (a plan close to a permutation, e.g. self-transport)
+a few CG iterations make little progress; for small ``m`` such a step's
+system is factorised instead. The column error is read from the stored
 plan at no extra cost. Needs the cost matrix: ``n m`` entries for the cost and
 as many for the plan (:class:`~ottsliced.SlicedSinkhorn` chooses this tail only
 below its ``max_plan_entries``).
@@ -106,6 +111,12 @@ def column_update_rows(cost: jax.Array, b: jax.Array, f: jax.Array, epsilon: Any
   return g, e @ (jnp.where(pos, b, 0.0) / s)
 
 
+def _dual_noise(a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array) -> jax.Array:
+  """The round-off of the semi-dual ``<a, f> + <b, g>``: a few units in the last place of its terms' magnitude."""
+  scale = _masked_sum(a, jnp.abs(f)) + _masked_sum(b, jnp.abs(g))
+  return 8.0 * jnp.finfo(scale.dtype).eps * scale
+
+
 def _system(a, b, columns, epsilon):
   """``(1 / a, diag(c) floored, right-hand side)`` of the Newton system.
 
@@ -144,7 +155,7 @@ def _direct_direction(plan, a, b, columns, epsilon, damping):
 
 
 def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_tolerance):
-  """Preconditioned CG on the damped Schur complement; ``(delta_g [m], cg iterations)``.
+  """Preconditioned CG on the damped Schur complement; ``(delta_g [m], cg iterations, tolerance reached)``.
 
   ``damping`` (Levenberg-Marquardt) adds ``damping * diag(c)``: the near-null
   modes of the Schur complement (far-apart clusters that exchange almost no
@@ -183,7 +194,8 @@ def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_t
   x = jnp.where(pos_b & jnp.isfinite(st[1]), st[1], 0.0)
   # Nothing solved (round-off from the first iteration): the preconditioned gradient, a linearised Sinkhorn step.
   x = jnp.where(jnp.any(x != 0), x, z0 / (1.0 + damping))
-  return x, st[0]
+  converged = st[6] & (jnp.sqrt(jnp.abs(st[4])) <= cg_tolerance * st[5])
+  return x, st[0], converged
 
 
 def newton_tail(
@@ -202,6 +214,7 @@ def newton_tail(
   halvings: int = 3,
   damping: float = 1e-3,
   direct: bool = False,
+  fallback: bool = False,
   progress: Optional[Callable[[jax.Array, jax.Array], None]] = None,
   stage: Optional[Tuple[jax.Array, Any, Any]] = None,
 ) -> NewtonState:
@@ -220,8 +233,10 @@ def newton_tail(
     cg_iterations: CG iterations per step at most (static).
     cg_tolerance: CG stops when the preconditioned residual falls below this fraction of the first.
     halvings: step halvings tried before a Sinkhorn iteration replaces the step (static).
-    direct: solve each step's system by a dense Cholesky factorisation (``m x m``; for small ``m``, where
-      CG's iterations cost more in dispatch than the factorisation in arithmetic) instead of CG (static).
+    direct: solve each step's system by a dense Cholesky factorisation (``m x m``) instead of CG (static).
+    fallback: with CG, solve a step's system by the factorisation where CG stops short of ``cg_tolerance``
+      in ``cg_iterations`` (an ill-conditioned system, e.g. self-transport, on which inexact steps stall;
+      static; for small ``m``: under ``jax.vmap`` both solves run at every step).
     damping: the first step's Levenberg-Marquardt damping (then adapted: a quarter after a full
       step, twice after a shortened one, eight times after a refused one).
     progress: ``(iterations done, trace) -> None`` called after each step (static; ``None``: nothing).
@@ -261,16 +276,30 @@ def newton_tail(
     if direct:
       delta, _ = _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)
     else:
-      delta, _ = _newton_direction(state.plan, a, b, state.columns, epsilon, state.damping, cg_iterations, cg_tolerance)
+      delta, cg, solved = _newton_direction(
+        state.plan, a, b, state.columns, epsilon, state.damping, cg_iterations, cg_tolerance
+      )
+      if fallback:  # CG stopped short of its tolerance (an ill-conditioned system): the dense factorisation
+
+        def factorised(_):
+          return _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)[0]
+
+        delta = jax.lax.cond(solved, lambda _: delta, factorised, None)
 
     # The full step first, outside any loop: it is accepted almost always, and a loop costs dispatch.
     g_1 = state.g + delta
     f_1, plan_1, dual_1, cols_1 = row_update(cost, a, b, g_1, epsilon)
+    noise = _dual_noise(a, b, state.f, state.g)
+    column_error = error(state.columns)
+
+    def rises(dual, cols):
+      """The dual rises; or, where its change is within round-off (near the solution), the column error falls."""
+      return (dual >= state.dual) | ((dual >= state.dual - noise) & (error(cols) < column_error))
 
     def shortened(_):  # halve the step while the dual does not rise; none rises: a Sinkhorn iteration
       def ls_cond(ls):
-        i, _, _, dual, *_ = ls
-        return (i <= halvings) & ~(dual >= state.dual)
+        i, _, _, dual, _, _, cols = ls
+        return (i <= halvings) & ~rises(dual, cols)
 
       def ls_body(ls):
         i, t, *_ = ls
@@ -286,12 +315,12 @@ def newton_tail(
         f_s, plan_s, dual_s, cols_s = row_update(cost, a, b, g_s, epsilon)
         return g_s, f_s, plan_s, dual_s, cols_s
 
-      accepted = dual_t >= state.dual
+      accepted = rises(dual_t, cols_t)
       kept = jax.lax.cond(accepted, lambda _: (g_t, f_t, plan_t, dual_t, cols_t), sinkhorn_iteration, None)
       return (*kept, jnp.where(accepted, 2.0, 8.0).astype(dual_1.dtype))
 
     full = (g_1, f_1, plan_1, dual_1, cols_1, jnp.full((), 0.25, dual_1.dtype))
-    g_n, f_n, plan_n, dual_n, cols_n, factor = jax.lax.cond(dual_1 >= state.dual, lambda _: full, shortened, None)
+    g_n, f_n, plan_n, dual_n, cols_n, factor = jax.lax.cond(rises(dual_1, cols_1), lambda _: full, shortened, None)
     # Trust the model more after a full step, less after a shortened or refused one.
     damping = jnp.clip(state.damping * factor, 1e-6, 1e3)
     return record(state._replace(g=g_n, f=f_n, plan=plan_n, dual=dual_n, columns=cols_n, damping=damping), at_target)

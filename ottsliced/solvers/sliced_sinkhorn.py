@@ -29,9 +29,11 @@ r"""The ottsliced solver: epsilon scaling from the cost scale, then Newton steps
    - ``"newton"`` (the default when the plan fits in ``max_plan_entries``):
      Newton steps on the semi-dual with the plan stored
      (:mod:`ottsliced.solvers.newton`), each a conjugate-gradient solve with
-     products by the plan (no exponential) or, for ``min(n, m) <=``
-     :data:`DIRECT_MAX`, a dense factorisation; a step is kept only if it
-     raises the dual, else a Sinkhorn iteration is taken. The steps move the
+     products by the plan (no exponential) and, for ``min(n, m) <=``
+     :data:`DIRECT_MAX`, a dense factorisation where CG stops short of its
+     tolerance; a step is kept only if it raises the dual (or, where the
+     dual's change is within round-off, lowers the error), else a Sinkhorn
+     iteration is taken. The steps move the
      potential of the side with fewer atoms (``g``; ``f`` when ``n < m``:
      then columns are exact and the rows carry the error), so the system is
      ``min(n, m)`` square.
@@ -117,9 +119,10 @@ AXIS_START_MAX_DIM = 4
 AXIS_START_MIN_ENTRIES = 2**17
 # ... and in place of the sweeps and the stage when the row L1 error of its plan, columns exact, is at most this.
 AXIS_START_MAX_ROW_ERROR = 0.75
-# newton_solve="auto": a dense factorisation of the Newton system up to this many unknowns. CG is faster on small
-# systems (benchmarks/newton_solve.py) but stalls short of tight thresholds on some (self-transport x -> x in float32
-# at 1e-6, n = 24-100), where the factorisation converges.
+# newton_solve="auto": CG, and up to this many unknowns the dense factorisation of the Newton system for a step
+# where CG stops short of its tolerance. CG alone is faster on small systems (benchmarks/newton_solve.py) but
+# stalls on ill-conditioned ones (self-transport x -> x, n = 24-100: float32 at 1e-6, float64 at 1e-10), where the
+# factorisation converges; beyond this size a factorisation costs more than CG's stall.
 DIRECT_MAX = 192
 
 
@@ -349,8 +352,9 @@ class SlicedSinkhorn:
       from ``max(eps, start * mean cost)``, times ``decay`` per sweep (static).
     max_plan_entries: the largest ``n m`` for which ``"auto"`` stores the
       cost and the plan (static).
-    newton_solve: the Newton system's solver: ``"auto"`` (dense Cholesky up to
-      :data:`DIRECT_MAX` atoms on the smaller side, else CG), ``"cg"`` or ``"direct"`` (static).
+    newton_solve: the Newton system's solver: ``"auto"`` (CG; up to :data:`DIRECT_MAX` atoms on the smaller
+      side, a dense Cholesky factorisation for the steps where CG stops short of its tolerance), ``"cg"``
+      or ``"direct"`` (static).
     cg_iterations: CG iterations per Newton step at most (static).
     cg_tolerance: CG's relative residual tolerance (static): an inexact Newton step, 0.3 a forcing term that
       took 0.5-0.8x the time of 0.1 on the Gaussian-mixture cases at epsilon = 1e-3 x mean cost.
@@ -884,7 +888,8 @@ class SlicedSinkhorn:
       min_iterations=self.min_iterations,
       cg_iterations=self.cg_iterations,
       cg_tolerance=self.cg_tolerance,
-      direct=self.newton_solve == "direct" or (self.newton_solve == "auto" and min(geom.shape) <= DIRECT_MAX),
+      direct=self.newton_solve == "direct",
+      fallback=self.newton_solve == "auto" and min(geom.shape) <= DIRECT_MAX,
       progress=self._progress(),
       stage=stage,
     )

@@ -308,8 +308,11 @@ def test_restart_from_a_solution_takes_one_check(impl, clouds, lse_mode):
   restarted = solver(linear_problem.LinearProblem(geom, a, b), init)
   err_restarted = _last_error(restarted)
   assert err_restarted < 1e-2
-  assert err > err_restarted
-  assert err > float(restarted.errors[0])
+  if impl.name == "ott" or not lse_mode:  # OTT's iterations (ottsliced's kernel mode too) check after one: further
+    assert err > err_restarted
+    assert err > float(restarted.errors[0])
+  else:  # ottsliced checks its start: the restart reproduces the returned state, to float32 rounding
+    np.testing.assert_allclose(err_restarted, err, rtol=1e-5)
   assert int(jnp.sum(restarted.errors > -1)) == 1
 
 
