@@ -276,7 +276,7 @@ def newton_tail(
     if direct:
       delta, _ = _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)
     else:
-      delta, cg, solved = _newton_direction(
+      delta, _, solved = _newton_direction(
         state.plan, a, b, state.columns, epsilon, state.damping, cg_iterations, cg_tolerance
       )
       if fallback:  # CG stopped short of its tolerance (an ill-conditioned system): the dense factorisation
