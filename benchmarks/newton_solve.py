@@ -6,7 +6,7 @@ case and tolerance with the median over pairs of each method's median time and i
 
 - ``direct``: :class:`~ottsliced.SlicedSinkhorn` with ``newton_solve="direct"``: every step's system factorised;
 - ``cg``: ``newton_solve="cg"``: CG alone, at most 10 iterations per step;
-- ``auto``: CG, and the factorisation for the steps where CG stops short of its tolerance (up to
+- ``auto``: CG, and the factorisation for the steps where CG stalls (up to
   :data:`~ottsliced.solvers.sliced_sinkhorn.DIRECT_MAX` atoms on the smaller side);
 - OTT's Anderson (memory 2) and momentum (1.5), the best OTT settings on most of these cases.
 

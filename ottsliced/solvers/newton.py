@@ -47,7 +47,7 @@ import jax.numpy as jnp
 
 from ottsliced.solvers.iterations import reported_error
 
-__all__ = ["NewtonState", "column_update", "column_update_rows", "newton_tail", "row_update"]
+__all__ = ["FALLBACK_TOLERANCE", "NewtonState", "column_update", "column_update_rows", "newton_tail", "row_update"]
 
 
 class NewtonState(NamedTuple):
@@ -154,8 +154,18 @@ def _direct_direction(plan, a, b, columns, epsilon, damping):
   return jnp.where(jnp.all(jnp.isfinite(x)) & jnp.any(x != 0), x, fallback), 0
 
 
-def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_tolerance):
-  """Preconditioned CG on the damped Schur complement; ``(delta_g [m], cg iterations, tolerance reached)``.
+# newton_tail(fallback=True): a step's system is factorised where CG's preconditioned residual stays above this
+# fraction of the first after cg_iterations (a stall: self-transport, where inexact steps stop converging). At the
+# CG tolerance (0.3) instead, steps that CG still improves were factorised too: at epsilon = 1e-3 x mean cost that
+# took up to 1.6x the time of CG alone (benchmarks/newton_solve.py); the stall rule, 1.05-1.15x.
+FALLBACK_TOLERANCE = 0.9
+
+
+def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_tolerance, stall_tolerance=None):
+  """Preconditioned CG on the damped Schur complement; ``(delta_g [m], cg iterations, progressed)``.
+
+  ``progressed``: the preconditioned residual fell below ``stall_tolerance`` (``None``: ``cg_tolerance``)
+  times the first, with no breakdown.
 
   ``damping`` (Levenberg-Marquardt) adds ``damping * diag(c)``: the near-null
   modes of the Schur complement (far-apart clusters that exchange almost no
@@ -194,8 +204,9 @@ def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_t
   x = jnp.where(pos_b & jnp.isfinite(st[1]), st[1], 0.0)
   # Nothing solved (round-off from the first iteration): the preconditioned gradient, a linearised Sinkhorn step.
   x = jnp.where(jnp.any(x != 0), x, z0 / (1.0 + damping))
-  converged = st[6] & (jnp.sqrt(jnp.abs(st[4])) <= cg_tolerance * st[5])
-  return x, st[0], converged
+  stall_tolerance = cg_tolerance if stall_tolerance is None else stall_tolerance
+  progressed = st[6] & (jnp.sqrt(jnp.abs(st[4])) <= stall_tolerance * st[5])
+  return x, st[0], progressed
 
 
 def newton_tail(
@@ -215,6 +226,7 @@ def newton_tail(
   damping: float = 1e-3,
   direct: bool = False,
   fallback: bool = False,
+  fallback_tolerance: Optional[float] = None,
   progress: Optional[Callable[[jax.Array, jax.Array], None]] = None,
   stage: Optional[Tuple[jax.Array, Any, Any]] = None,
 ) -> NewtonState:
@@ -234,9 +246,11 @@ def newton_tail(
     cg_tolerance: CG stops when the preconditioned residual falls below this fraction of the first.
     halvings: step halvings tried before a Sinkhorn iteration replaces the step (static).
     direct: solve each step's system by a dense Cholesky factorisation (``m x m``) instead of CG (static).
-    fallback: with CG, solve a step's system by the factorisation where CG stops short of ``cg_tolerance``
-      in ``cg_iterations`` (an ill-conditioned system, e.g. self-transport, on which inexact steps stall;
-      static; for small ``m``: under ``jax.vmap`` both solves run at every step).
+    fallback: with CG, solve a step's system by the factorisation where CG stalls: its preconditioned
+      residual above ``fallback_tolerance`` times the first after ``cg_iterations`` (an ill-conditioned
+      system, e.g. self-transport, on which inexact steps stall; static; for small ``m``: under ``jax.vmap``
+      both solves run at every step).
+    fallback_tolerance: the stall of ``fallback`` (``None``: :data:`FALLBACK_TOLERANCE`).
     damping: the first step's Levenberg-Marquardt damping (then adapted: a quarter after a full
       step, twice after a shortened one, eight times after a refused one).
     progress: ``(iterations done, trace) -> None`` called after each step (static; ``None``: nothing).
@@ -250,6 +264,7 @@ def newton_tail(
   """
   max_iterations = trace.shape[0]
   g = jnp.where(b > 0, g, -jnp.inf)
+  fallback_tolerance = FALLBACK_TOLERANCE if fallback_tolerance is None else fallback_tolerance
 
   def error(columns):
     return jnp.sum(jnp.where(b > 0, jnp.abs(columns - b), 0.0))
@@ -277,9 +292,9 @@ def newton_tail(
       delta, _ = _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)
     else:
       delta, _, solved = _newton_direction(
-        state.plan, a, b, state.columns, epsilon, state.damping, cg_iterations, cg_tolerance
+        state.plan, a, b, state.columns, epsilon, state.damping, cg_iterations, cg_tolerance, fallback_tolerance
       )
-      if fallback:  # CG stopped short of its tolerance (an ill-conditioned system): the dense factorisation
+      if fallback:  # CG stalled (an ill-conditioned system): the dense factorisation
 
         def factorised(_):
           return _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)[0]

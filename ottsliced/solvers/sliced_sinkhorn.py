@@ -30,8 +30,8 @@ r"""The ottsliced solver: epsilon scaling from the cost scale, then Newton steps
      Newton steps on the semi-dual with the plan stored
      (:mod:`ottsliced.solvers.newton`), each a conjugate-gradient solve with
      products by the plan (no exponential) and, for ``min(n, m) <=``
-     :data:`DIRECT_MAX`, a dense factorisation where CG stops short of its
-     tolerance; a step is kept only if it raises the dual (or, where the
+     :data:`DIRECT_MAX`, a dense factorisation where CG stalls
+     (:data:`~ottsliced.solvers.newton.FALLBACK_TOLERANCE`); a step is kept only if it raises the dual (or, where the
      dual's change is within round-off, lowers the error), else a Sinkhorn
      iteration is taken. The steps move the
      potential of the side with fewer atoms (``g``; ``f`` when ``n < m``:
@@ -120,7 +120,7 @@ AXIS_START_MIN_ENTRIES = 2**17
 # ... and in place of the sweeps and the stage when the row L1 error of its plan, columns exact, is at most this.
 AXIS_START_MAX_ROW_ERROR = 0.75
 # newton_solve="auto": CG, and up to this many unknowns the dense factorisation of the Newton system for a step
-# where CG stops short of its tolerance. CG alone is faster on small systems (benchmarks/newton_solve.py) but
+# where CG stalls (newton.FALLBACK_TOLERANCE). CG alone is faster on small systems (benchmarks/newton_solve.py) but
 # stalls on ill-conditioned ones (self-transport x -> x, n = 24-100: float32 at 1e-6, float64 at 1e-10), where the
 # factorisation converges; beyond this size a factorisation costs more than CG's stall.
 DIRECT_MAX = 192
@@ -353,7 +353,7 @@ class SlicedSinkhorn:
     max_plan_entries: the largest ``n m`` for which ``"auto"`` stores the
       cost and the plan (static).
     newton_solve: the Newton system's solver: ``"auto"`` (CG; up to :data:`DIRECT_MAX` atoms on the smaller
-      side, a dense Cholesky factorisation for the steps where CG stops short of its tolerance), ``"cg"``
+      side, a dense Cholesky factorisation for the steps where CG stalls), ``"cg"``
       or ``"direct"`` (static).
     cg_iterations: CG iterations per Newton step at most (static).
     cg_tolerance: CG's relative residual tolerance (static): an inexact Newton step, 0.3 a forcing term that
