@@ -161,11 +161,11 @@ def _direct_direction(plan, a, b, columns, epsilon, damping):
 FALLBACK_TOLERANCE = 0.9
 
 
-def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_tolerance, stall_tolerance=None):
+def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_tolerance, stall_tolerance):
   """Preconditioned CG on the damped Schur complement; ``(delta_g [m], cg iterations, progressed)``.
 
-  ``progressed``: the preconditioned residual fell below ``stall_tolerance`` (``None``: ``cg_tolerance``)
-  times the first, with no breakdown.
+  ``progressed``: the preconditioned residual fell below ``stall_tolerance`` times the first, with no
+  breakdown.
 
   ``damping`` (Levenberg-Marquardt) adds ``damping * diag(c)``: the near-null
   modes of the Schur complement (far-apart clusters that exchange almost no
@@ -204,7 +204,6 @@ def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_t
   x = jnp.where(pos_b & jnp.isfinite(st[1]), st[1], 0.0)
   # Nothing solved (round-off from the first iteration): the preconditioned gradient, a linearised Sinkhorn step.
   x = jnp.where(jnp.any(x != 0), x, z0 / (1.0 + damping))
-  stall_tolerance = cg_tolerance if stall_tolerance is None else stall_tolerance
   progressed = st[6] & (jnp.sqrt(jnp.abs(st[4])) <= stall_tolerance * st[5])
   return x, st[0], progressed
 
