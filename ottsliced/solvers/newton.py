@@ -225,7 +225,7 @@ def newton_tail(
   damping: float = 1e-3,
   direct: bool = False,
   fallback: bool = False,
-  fallback_tolerance: Optional[float] = None,
+  fallback_tolerance: float = FALLBACK_TOLERANCE,
   progress: Optional[Callable[[jax.Array, jax.Array], None]] = None,
   stage: Optional[Tuple[jax.Array, Any, Any]] = None,
 ) -> NewtonState:
@@ -249,7 +249,7 @@ def newton_tail(
       residual above ``fallback_tolerance`` times the first after ``cg_iterations`` (an ill-conditioned
       system, e.g. self-transport, on which inexact steps stall; static; for small ``m``: under ``jax.vmap``
       both solves run at every step).
-    fallback_tolerance: the stall of ``fallback`` (``None``: :data:`FALLBACK_TOLERANCE`).
+    fallback_tolerance: the stall of ``fallback`` (:data:`FALLBACK_TOLERANCE`).
     damping: the first step's Levenberg-Marquardt damping (then adapted: a quarter after a full
       step, twice after a shortened one, eight times after a refused one).
     progress: ``(iterations done, trace) -> None`` called after each step (static; ``None``: nothing).
@@ -263,7 +263,6 @@ def newton_tail(
   """
   max_iterations = trace.shape[0]
   g = jnp.where(b > 0, g, -jnp.inf)
-  fallback_tolerance = FALLBACK_TOLERANCE if fallback_tolerance is None else fallback_tolerance
 
   def error(columns):
     return jnp.sum(jnp.where(b > 0, jnp.abs(columns - b), 0.0))
