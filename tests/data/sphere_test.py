@@ -53,6 +53,25 @@ def test_geodesic_matches_arccos(x64):
   assert diag.max() < 1e-3
 
 
+def test_arccos_polynomial(x64):
+  t = np.concatenate([np.linspace(-1.0, 1.0, 200_001), 1.0 - np.logspace(-12, -1, 50), [-1.0, 0.0, 1.0]])
+  got = np.asarray(sphere.arccos(jnp.asarray(t)))
+  np.testing.assert_allclose(got, np.arccos(t), atol=2.5e-8, rtol=0)
+  near = t > 0.999  # short distances: relative accuracy
+  np.testing.assert_allclose(got[near], np.arccos(t[near]), rtol=1e-7)
+  grad = jax.vmap(jax.grad(sphere.arccos))(jnp.asarray([-0.9, -0.3, 0.0, 0.4, 0.99]))
+  np.testing.assert_allclose(grad, -1.0 / np.sqrt(1.0 - np.array([-0.9, -0.3, 0.0, 0.4, 0.99]) ** 2), rtol=1e-5)
+
+
+def test_geodesic_all_pairs_matches_pairwise():
+  u = jnp.asarray(np.random.default_rng(3).normal(size=(7, 2)), jnp.float32)
+  v = jnp.asarray(np.random.default_rng(4).normal(size=(9, 2)), jnp.float32)
+  cost = sphere.SphereGeodesic()
+  pairwise = jax.vmap(lambda p: jax.vmap(lambda q: cost(p, q))(v))(u)
+  np.testing.assert_allclose(cost.all_pairs(u, v), pairwise, atol=2e-6)
+  np.testing.assert_allclose(pointcloud.PointCloud(u, v, cost_fn=cost).cost_matrix, pairwise, atol=2e-6)
+
+
 def test_geodesic_pytree_jit_vmap():
   cost = sphere.SphereGeodesic(delta=1e-6)
   leaves, tree = jax.tree_util.tree_flatten(cost)
