@@ -2,9 +2,9 @@
 
 Run: ``python benchmarks/sphere_cost.py`` (a few seconds). Times, jitted and alternated (median of 300 calls), the
 ``[100, 1000]`` cost matrix of the solver suite's sphere case three ways: ``all_pairs`` (one matrix product on the
-sphere, the polynomial :func:`ottsliced.data.sphere.arccos`), the same with ``jnp.arccos``, and the way of OTT's default
-``CostFn.all_pairs`` (the cost evaluated pair by pair under ``vmap``, ``jnp.arccos``: this class before), and prints the largest
-difference between the polynomial and ``jnp.arccos``.
+sphere, the polynomial :func:`ottsliced.data.sphere.arccos`), the same with ``jnp.arccos``, and the way of OTT's
+default ``CostFn.all_pairs`` (the cost of each pair under ``vmap``, ``jnp.arccos``: this class before), and prints
+the largest difference between the polynomial and ``jnp.arccos``.
 """
 
 import statistics
@@ -13,6 +13,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from ottsliced.data import sphere
 
 
