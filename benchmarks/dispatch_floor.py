@@ -1,0 +1,133 @@
+"""How far tiny problems are from the floor of a jitted loop on CPU: ours, minimal solvers, OTT's configurations.
+
+Run: ``python benchmarks/dispatch_floor.py`` (about 2 minutes on a 2-core CPU). On problems of a few thousand cost
+entries (flow-matching batches B = 64, wine classes) a call is mostly fixed cost: the dispatch of the jitted
+program and the per-kernel overhead of XLA's CPU runtime, a few microseconds per kernel whatever its size. This
+probe times, side by side (3 pairs, 9 repeats each, methods alternated, the median over pairs of each method's
+median), to 1e-2 and 1e-3:
+
+- ``ottsliced``: :class:`~ottsliced.SlicedSinkhorn` with no argument (Newton steps here);
+- ``minimal Newton``: the least a Newton solve can do: full steps on the column Schur complement, 10 CG
+  iterations each (``jax.scipy.sparse.linalg.cg``, diagonal preconditioner), no line search, no fallback, no
+  trace (positive weights only: a floor, not a solver);
+- ``minimal Sinkhorn``: log-domain iterations with the column error read every iteration, nothing else;
+- OTT's default, Anderson (memory 2) and momentum (1.5), the best OTT settings on these cases.
+
+Each line: ``case tol: name ms (iterations) ...``.
+"""
+
+import functools
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from ott.problems.linear import linear_problem
+
+from ottsliced.experiments import solvers as bench
+from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
+
+CASES = ({"data": "flow", "n": 64, "epsilon": 0.05}, {"data": "tabular", "name": "wine", "epsilon": 0.05})
+
+
+def _rows(cost, a, g, eps):
+  z = (g[None, :] - cost) / eps
+  e = jnp.exp(z - jnp.max(z, axis=1, keepdims=True))
+  plan = e * (a[:, None] / jnp.sum(e, axis=1, keepdims=True))
+  return plan, jnp.sum(plan, axis=0)
+
+
+def minimal_newton(x, y, a, b, eps, tol):
+  """Full Newton steps in ``g`` (rows exact) until the column L1 error is below ``tol``: ``(g, iterations)``."""
+  cost = bench._geometry(x, y, eps, None, 0).cost_matrix
+
+  def body(state):
+    g, plan, cols, k = state
+    rhs = eps * cols * jnp.log(b / cols)
+    op = lambda v: 1.001 * cols * v - ((plan @ v) / a) @ plan  # noqa: E731
+    step = jax.scipy.sparse.linalg.cg(op, rhs, maxiter=10, M=lambda v: v / cols)[0]
+    return g + step, *_rows(cost, a, g + step, eps), k + 1
+
+  g = jnp.zeros_like(b)
+  state = (g, *_rows(cost, a, g, eps), 0)
+  g, _, _, k = jax.lax.while_loop(lambda s: (jnp.sum(jnp.abs(s[2] - b)) >= tol) & (s[3] < 100), body, state)
+  return g, k
+
+
+def minimal_sinkhorn(x, y, a, b, eps, tol):
+  """Log-domain Sinkhorn, the column error read every iteration: ``(g, iterations)``."""
+  cost = bench._geometry(x, y, eps, None, 0).cost_matrix
+  log_a, log_b = jnp.log(a), jnp.log(b)
+
+  def body(state):
+    _, g, _, k = state
+    f = eps * log_a - eps * jax.nn.logsumexp((g[None, :] - cost) / eps, axis=1)
+    g_next = eps * log_b - eps * jax.nn.logsumexp((f[:, None] - cost) / eps, axis=0)
+    err = jnp.sum(jnp.abs(b * jnp.exp((g - g_next) / eps) - b))
+    return f, g_next, err, k + 1
+
+  state = (jnp.zeros_like(a), jnp.zeros_like(b), jnp.asarray(jnp.inf, a.dtype), 0)
+  _, g, _, k = jax.lax.while_loop(lambda s: (s[2] >= tol) & (s[3] < 10_000), body, state)
+  return g, k
+
+
+def _methods(case):
+  solver = SlicedSinkhorn(max_iterations=20_000)
+
+  @jax.jit
+  def ours(solver, x, y, a, b, eps, tol):
+    prob = linear_problem.LinearProblem(bench._geometry(x, y, eps, None, 0), a, b)
+    out = solver.replace(threshold=tol)(prob)
+    return out.g, out.n_iters
+
+  calls = {"ottsliced": functools.partial(ours, solver)}
+  calls["minimal Newton"] = jax.jit(minimal_newton)
+  calls["minimal Sinkhorn"] = jax.jit(minimal_sinkhorn)
+  calls = {name: functools.partial(_on_pair, fn) for name, fn in calls.items()}
+  ott = bench.OTTConfig(anderson=(2,), momentum=(1.5,), gaussian=False, epsilon_scaling=())
+  for method in bench.ott_methods(ott, case, None, 20_000):
+    calls[method.name] = functools.partial(_on_method, method)
+  return calls
+
+
+def _on_pair(fn, pair, tol):
+  return fn(*bench._device_args(pair), tol)
+
+
+def _on_method(method, pair, tol):
+  return method.solve(*method.prepare(pair), tol)
+
+
+def main(repeats: int = 9) -> None:
+  """Prints one line per case and tolerance."""
+  for spec in CASES:
+    case = bench.CaseConfig(**spec)
+    pairs = bench.make_pairs(case, 3, case.seed)
+    calls = _methods(case)
+    names = list(calls)
+    for tol in (1e-2, 1e-3):
+      tol = jnp.float32(tol)
+      for call in calls.values():
+        for pair in pairs:
+          jax.block_until_ready(call(pair, tol))
+      per_pair = {name: [] for name in names}
+      iterations = {name: [] for name in names}
+      for pair in pairs:
+        sec = {name: [] for name in names}
+        for rep in range(repeats):
+          for name in names if rep % 2 else names[::-1]:
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(calls[name](pair, tol))
+            sec[name].append(time.perf_counter() - t0)
+            iterations[name].append(int(out[-1]))
+        for name in names:
+          per_pair[name].append(statistics.median(sec[name]))
+      cells = " ".join(
+        f"{name} {1e3 * statistics.median(per_pair[name]):.3f} ({statistics.median(iterations[name]):g})"
+        for name in names
+      )
+      print(f"{case.label()} tol {float(tol):g}: {cells}", flush=True)
+
+
+if __name__ == "__main__":
+  main()
