@@ -168,7 +168,7 @@ class SphereGeodesic(costs.CostFn):
   def __call__(self, x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
     """Geodesic distance between the sphere points of plane points ``x, y`` ``[2]``."""
     xs, ys = from_stereographic(jnp.asarray(x)), from_stereographic(jnp.asarray(y))
-    return arccos(jnp.clip(jnp.dot(xs, ys), -1.0 + self.delta, 1.0 - self.delta))
+    return self._angle(jnp.dot(xs, ys))
 
   def all_pairs(self, x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
     """``[n, m]`` distances between plane points ``x [n, 2]`` and ``y [m, 2]``: one matrix product on the sphere.
@@ -177,7 +177,10 @@ class SphereGeodesic(costs.CostFn):
     every pair) and takes the polynomial :func:`arccos`.
     """
     xs, ys = from_stereographic(jnp.asarray(x)), from_stereographic(jnp.asarray(y))
-    return arccos(jnp.clip(xs @ ys.T, -1.0 + self.delta, 1.0 - self.delta))
+    return self._angle(xs @ ys.T)
+
+  def _angle(self, cosines: jnp.ndarray) -> jnp.ndarray:
+    return arccos(jnp.clip(cosines, -1.0 + self.delta, 1.0 - self.delta))
 
   def tree_flatten(self):  # noqa: D102
     return (), {"delta": self.delta}
