@@ -22,10 +22,8 @@ import time
 
 import jax
 import jax.numpy as jnp
-from ott.problems.linear import linear_problem
 
 from ottsliced.experiments import solvers as bench
-from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
 
 CASES = ({"data": "flow", "n": 64, "epsilon": 0.05}, {"data": "tabular", "name": "wine", "epsilon": 0.05})
 
@@ -72,18 +70,9 @@ def minimal_sinkhorn(x, y, a, b, eps, tol):
 
 
 def _methods(case):
-  solver = SlicedSinkhorn(max_iterations=20_000)
-
-  @jax.jit
-  def ours(solver, x, y, a, b, eps, tol):
-    prob = linear_problem.LinearProblem(bench._geometry(x, y, eps, None, 0), a, b)
-    out = solver.replace(threshold=tol)(prob)
-    return out.g, out.n_iters
-
-  calls = {"ottsliced": functools.partial(ours, solver)}
-  calls["minimal Newton"] = jax.jit(minimal_newton)
-  calls["minimal Sinkhorn"] = jax.jit(minimal_sinkhorn)
-  calls = {name: functools.partial(_on_pair, fn) for name, fn in calls.items()}
+  calls = {"ottsliced": functools.partial(_on_method, bench._ours_method("ottsliced", None, 0, 20_000))}
+  calls["minimal Newton"] = functools.partial(_on_pair, jax.jit(minimal_newton))
+  calls["minimal Sinkhorn"] = functools.partial(_on_pair, jax.jit(minimal_sinkhorn))
   ott = bench.OTTConfig(anderson=(2,), momentum=(1.5,), gaussian=False, epsilon_scaling=())
   for method in bench.ott_methods(ott, case, None, 20_000):
     calls[method.name] = functools.partial(_on_method, method)
