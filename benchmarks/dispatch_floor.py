@@ -3,8 +3,8 @@
 Run: ``python benchmarks/dispatch_floor.py`` (about 2 minutes on a 2-core CPU). On problems of a few thousand cost
 entries (flow-matching batches B = 64, wine classes) a call is mostly fixed cost: the dispatch of the jitted
 program and the per-kernel overhead of XLA's CPU runtime, a few microseconds per kernel whatever its size. This
-probe times, side by side (3 pairs, 9 repeats each, methods alternated, the median over pairs of each method's
-median), to 1e-2 and 1e-3:
+probe times, side by side (``side_by_side.py``: 3 pairs, 9 repeats each, methods alternated, the median over pairs
+of each method's median), to 1e-2 and 1e-3:
 
 - ``ottsliced``: :class:`~ottsliced.SlicedSinkhorn` with no argument (Newton steps here);
 - ``minimal Newton``: the least a Newton solve can do: full steps on the column Schur complement, 10 CG
@@ -17,11 +17,10 @@ Each line: ``case tol: name ms (iterations) ...``.
 """
 
 import functools
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
+from side_by_side import side_by_side
 
 from ottsliced.experiments import solvers as bench
 
@@ -93,28 +92,10 @@ def main(repeats: int = 9) -> None:
     case = bench.CaseConfig(**spec)
     pairs = bench.make_pairs(case, 3, case.seed)
     calls = _methods(case)
-    names = list(calls)
     for tol in (1e-2, 1e-3):
       tol = jnp.float32(tol)
-      for call in calls.values():
-        for pair in pairs:
-          jax.block_until_ready(call(pair, tol))
-      per_pair = {name: [] for name in names}
-      iterations = {name: [] for name in names}
-      for pair in pairs:
-        sec = {name: [] for name in names}
-        for rep in range(repeats):
-          for name in names if rep % 2 else names[::-1]:
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(calls[name](pair, tol))
-            sec[name].append(time.perf_counter() - t0)
-            iterations[name].append(int(out[-1]))
-        for name in names:
-          per_pair[name].append(statistics.median(sec[name]))
-      cells = " ".join(
-        f"{name} {1e3 * statistics.median(per_pair[name]):.3f} ({statistics.median(iterations[name]):g})"
-        for name in names
-      )
+      timings = side_by_side({name: functools.partial(call, tol=tol) for name, call in calls.items()}, pairs, repeats)
+      cells = " ".join(f"{name} {t.ms:.3f} ({t.iterations:g})" for name, t in timings.items())
       print(f"{case.label()} tol {float(tol):g}: {cells}", flush=True)
 
 

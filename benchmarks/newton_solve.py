@@ -1,8 +1,9 @@
 """The Newton system's solver on small problems: dense Cholesky, CG, and CG with the Cholesky fallback ("auto").
 
 Run: ``python benchmarks/newton_solve.py`` (about 6 minutes on a 2-core CPU). For each case, the suite's 3 pairs
-(``ottsliced.experiments.solvers``), to 1e-2 and 1e-3, 7 repeats per pair with the methods alternated; one line per
-case and tolerance with the median over pairs of each method's median time and its iterations:
+(``ottsliced.experiments.solvers``), to 1e-2 and 1e-3, 7 repeats per pair with the methods alternated
+(``side_by_side.py``); one line per case and tolerance with the median over pairs of each method's median time and
+its iterations:
 
 - ``direct``: :class:`~ottsliced.SlicedSinkhorn` with ``newton_solve="direct"``: every step's system factorised;
 - ``cg``: ``newton_solve="cg"``: CG alone, at most 10 iterations per step;
@@ -18,15 +19,14 @@ ill-conditioned.
 """
 
 import functools
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from ott.geometry import pointcloud
 from ott.problems.linear import linear_problem
+from side_by_side import side_by_side
 
 from ottsliced.experiments import solvers as bench
 from ottsliced.solvers.sliced_sinkhorn import NEWTON_SOLVES, SlicedSinkhorn
@@ -64,6 +64,10 @@ def _ours(name: str, cost_fn, **kwargs) -> bench.Method:
   return bench.Method(name, "ours", bench._device_args, functools.partial(solve, solver))
 
 
+def _solve_pair(method: bench.Method, args, tol, i: int):
+  return method.solve(*args[i], tol)
+
+
 def main(repeats: int = 7) -> None:
   for spec in CASES:
     case = bench.CaseConfig(**spec)
@@ -71,27 +75,13 @@ def main(repeats: int = 7) -> None:
     cost_fn = pairs[0].cost_fn
     methods = [_ours(solve, cost_fn, newton_solve=solve) for solve in ("direct", "cg", "auto")]
     methods += [m for m in bench.ott_methods(bench.OTTConfig(), case, cost_fn, 20_000) if m.name in OTT]
+    args = {m.name: [m.prepare(p) for p in pairs] for m in methods}
     for tol in (1e-2, 1e-3):
       t = jnp.float32(tol)
-      for m in methods:
-        for p in pairs:
-          jax.block_until_ready(m.solve(*m.prepare(p), t))
-      per_pair, iterations = {m.name: [] for m in methods}, {m.name: [] for m in methods}
-      for p in pairs:
-        seconds = {m.name: [] for m in methods}
-        for rep in range(repeats):
-          for m in methods if rep % 2 else methods[::-1]:
-            args = m.prepare(p)
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(m.solve(*args, t))
-            seconds[m.name].append(time.perf_counter() - t0)
-            iterations[m.name].append(int(out[2]))
-        for name, s in seconds.items():
-          per_pair[name].append(statistics.median(s))
+      calls = {m.name: functools.partial(_solve_pair, m, args[m.name], t) for m in methods}
+      timings = side_by_side(calls, range(len(pairs)), repeats)
       size = f"{pairs[0].x.shape[0]}x{pairs[0].y.shape[0]}"
-      cells = [
-        f"{k} {1e3 * statistics.median(v):.2f} ms ({statistics.median(iterations[k]):g})" for k, v in per_pair.items()
-      ]
+      cells = [f"{name} {timing.ms:.2f} ms ({timing.iterations:g})" for name, timing in timings.items()]
       print(f"{case.label():34s} {size:9s} tol {tol:g}: " + "  ".join(cells), flush=True)
 
 
