@@ -10,8 +10,11 @@ Run: ``python benchmarks/interleaving.py [B]`` (B = 256 by default; about 2 minu
 - ``after idling 20 ms, then OTT's best once``: another program's call right before;
 - ``after OTT's best 14 times``: another program, as long as the suite's interleaving;
 - ``after OTT's 14 configurations``: as in the suite, every OTT configuration runs before each call.
+
+A first line counts the fusions (XLA CPU kernels) of each compiled solve.
 """
 
+import functools
 import sys
 import time
 
@@ -26,6 +29,14 @@ def _spin(seconds: float) -> None:
   t0 = time.perf_counter()
   while time.perf_counter() - t0 < seconds:
     pass
+
+
+def _fusions(method: bench.Method, args, tol) -> int:
+  """The fusions (XLA CPU kernels) in a method's compiled solve, whether a call runs them or not."""
+  fn, bound = method.solve, ()
+  if isinstance(fn, functools.partial):
+    fn, bound = fn.func, fn.args
+  return fn.lower(*bound, *args, tol).compile().as_text().count(" fusion(")
 
 
 def main(batch: int = 256, repeats: int = 12) -> None:
@@ -52,7 +63,9 @@ def main(batch: int = 256, repeats: int = 12) -> None:
     "after OTT's best 14 times": lambda: [calls[best.name](0) for _ in otts],
     "after OTT's 14 configurations": lambda: [other(0) for other in others],
   }
+  fusions = {m.name: _fusions(m, args[m.name][0], tol) for m in (ours, best)}
   print(f"flow B={batch}, to 1e-2, median ms: {ours.name} / {best.name}", flush=True)
+  print(f"{'kernels (fusions) in the compiled solve':42s} {fusions[ours.name]} / {fusions[best.name]}", flush=True)
   for name, before in conditions.items():
     timings = side_by_side(calls, range(len(pairs)), repeats, before=before)
     print(f"{name:42s} {timings[ours.name].ms:.3f} / {timings[best.name].ms:.3f}", flush=True)
