@@ -14,7 +14,6 @@ Run: ``python benchmarks/interleaving.py [B]`` (B = 256 by default; about 2 minu
 A first line counts the fusions (XLA CPU kernels) of each compiled solve.
 """
 
-import functools
 import sys
 import time
 
@@ -29,14 +28,6 @@ def _spin(seconds: float) -> None:
   t0 = time.perf_counter()
   while time.perf_counter() - t0 < seconds:
     pass
-
-
-def _fusions(method: bench.Method, args, tol) -> int:
-  """The fusions (XLA CPU kernels) in a method's compiled solve, whether a call runs them or not."""
-  fn, bound = method.solve, ()
-  if isinstance(fn, functools.partial):
-    fn, bound = fn.func, fn.args
-  return fn.lower(*bound, *args, tol).compile().as_text().count(" fusion(")
 
 
 def main(batch: int = 256, repeats: int = 12) -> None:
@@ -63,7 +54,7 @@ def main(batch: int = 256, repeats: int = 12) -> None:
     "after OTT's best 14 times": lambda: [calls[best.name](0) for _ in otts],
     "after OTT's 14 configurations": lambda: [other(0) for other in others],
   }
-  fusions = {m.name: _fusions(m, args[m.name][0], tol) for m in (ours, best)}
+  fusions = {m.name: bench.compiled_solve(m, args[m.name][0], tol).as_text().count(" fusion(") for m in (ours, best)}
   print(f"flow B={batch}, to 1e-2, median ms: {ours.name} / {best.name}", flush=True)
   print(f"{'kernels (fusions) in the compiled solve':42s} {fusions[ours.name]} / {fusions[best.name]}", flush=True)
   for name, before in conditions.items():

@@ -63,6 +63,7 @@ __all__ = [
   "Config",
   "OTTConfig",
   "PeersConfig",
+  "compiled_solve",
   "format_scaling",
   "format_summary",
   "format_table",
@@ -460,6 +461,19 @@ def _call(method: Method, args: Tuple[Any, ...], tol: float):
   return time.perf_counter() - t0, out
 
 
+def compiled_solve(method: Method, args: Tuple[Any, ...], tol: float) -> Any:
+  """A jitted method's solve compiled for ``args`` (``prepare``'s) and ``tol``: JAX's ``Compiled``.
+
+  For inspection (``as_text``, ``memory_analysis``); a solve bound with
+  ``functools.partial`` (ours: the solver) takes the bound arguments first
+  when the result is called.
+  """
+  fn, bound = method.solve, ()
+  if isinstance(fn, functools.partial):
+    fn, bound = fn.func, fn.args
+  return fn.lower(*bound, *args, jnp.float32(tol)).compile()
+
+
 def program_megabytes(method: Method, args: Tuple[Any, ...], tol: float) -> float:
   """The XLA buffers of a jitted method's compiled solve (arguments, outputs, temporaries), in MB.
 
@@ -468,10 +482,7 @@ def program_megabytes(method: Method, args: Tuple[Any, ...], tol: float) -> floa
   machine with the same backend, and the quantity an online geometry keeps
   linear in ``n``.
   """
-  fn, bound = method.solve, ()
-  if isinstance(fn, functools.partial):
-    fn, bound = fn.func, fn.args
-  stats = fn.lower(*bound, *args, jnp.float32(tol)).compile().memory_analysis()
+  stats = compiled_solve(method, args, tol).memory_analysis()
   total = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
   return (total - stats.alias_size_in_bytes) / 2**20
 

@@ -137,3 +137,20 @@ def test_scaling_suite_reports_memory_and_growth(tmp_path):
   assert table.count("\n| 0.01 | ") == 3
   assert "| 0.01 | 32 |" in table
   assert " / " in table.splitlines()[-1]
+
+
+def test_compiled_solve_is_the_program_a_call_runs():
+  case = bench.CaseConfig("gmm", n=24, d=2, epsilon=0.05, pairs=1)
+  pair = bench.make_pairs(case, 1, case.seed)[0]
+  method = bench.ott_methods(
+    bench.OTTConfig(anderson=(), momentum=(), gaussian=False, epsilon_scaling=()), case, None, 500
+  )[0]
+  args = method.prepare(pair)
+  compiled = bench.compiled_solve(method, args, 1e-2)
+  f, g, iterations = compiled(*args, jnp.float32(1e-2))
+  f_call, g_call, iterations_call = method.solve(*args, jnp.float32(1e-2))
+  np.testing.assert_array_equal(f, f_call)
+  np.testing.assert_array_equal(g, g_call)
+  assert int(iterations) == int(iterations_call) > 0
+  assert " fusion(" in compiled.as_text()
+  assert bench.program_megabytes(method, args, 1e-2) > 0
