@@ -11,6 +11,9 @@ of each method's median), to 1e-2 and 1e-3:
   iterations each (``jax.scipy.sparse.linalg.cg``, diagonal preconditioner), no line search, no fallback, no
   trace (positive weights only: a floor, not a solver);
 - ``minimal Sinkhorn``: log-domain iterations with the column error read every iteration, nothing else;
+- ``Sinkhorn then Newton``: at most 10 of those iterations, then ottsliced's Newton steps
+  (:func:`~ottsliced.solvers.newton.newton_tail`, with its safeguards) from where they stopped: a candidate path
+  for tiny problems;
 - OTT's default, Anderson (memory 2) and momentum (1.5), the best OTT settings on these cases.
 
 ``python benchmarks/dispatch_floor.py interleaved`` (about 6 minutes) runs the suite's 14 OTT configurations
@@ -27,6 +30,7 @@ import jax.numpy as jnp
 from side_by_side import side_by_side
 
 from ottsliced.experiments import solvers as bench
+from ottsliced.solvers import newton
 
 CASES = ({"data": "flow", "n": 64, "epsilon": 0.05}, {"data": "tabular", "name": "wine", "epsilon": 0.05})
 
@@ -55,9 +59,8 @@ def minimal_newton(x, y, a, b, eps, tol):
   return g, k
 
 
-def minimal_sinkhorn(x, y, a, b, eps, tol):
-  """Log-domain Sinkhorn, the column error read every iteration: ``(g, iterations)``."""
-  cost = bench._geometry(x, y, eps, None, 0).cost_matrix
+def _sinkhorn_loop(cost, a, b, eps, tol, limit):
+  """Log-domain Sinkhorn from zeros, the column error read every iteration: ``(g, error, iterations)``."""
   log_a, log_b = jnp.log(a), jnp.log(b)
 
   def body(state):
@@ -68,14 +71,34 @@ def minimal_sinkhorn(x, y, a, b, eps, tol):
     return f, g_next, err, k + 1
 
   state = (jnp.zeros_like(a), jnp.zeros_like(b), jnp.asarray(jnp.inf, a.dtype), 0)
-  _, g, _, k = jax.lax.while_loop(lambda s: (s[2] >= tol) & (s[3] < 10_000), body, state)
+  _, g, err, k = jax.lax.while_loop(lambda s: (s[2] >= tol) & (s[3] < limit), body, state)
+  return g, err, k
+
+
+def minimal_sinkhorn(x, y, a, b, eps, tol):
+  """Log-domain Sinkhorn, the column error read every iteration, nothing else: ``(g, iterations)``."""
+  g, _, k = _sinkhorn_loop(bench._geometry(x, y, eps, None, 0).cost_matrix, a, b, eps, tol, 10_000)
   return g, k
+
+
+def sinkhorn_then_newton(x, y, a, b, eps, tol, sweeps: int = 10):
+  """At most ``sweeps`` iterations of :func:`minimal_sinkhorn`, then ottsliced's Newton steps: ``(g, iterations)``."""
+  cost = bench._geometry(x, y, eps, None, 0).cost_matrix
+  g, err, k = _sinkhorn_loop(cost, a, b, eps, tol, sweeps)
+
+  def newton_steps(_):
+    trace = -jnp.ones((sweeps + 100,), a.dtype)
+    state = newton.newton_tail(cost, a, b, eps, g, k, trace, tol, fallback=True)
+    return state.g, state.k
+
+  return jax.lax.cond(err < tol, lambda _: (g, k), newton_steps, None)
 
 
 def _methods(case):
   calls = {"ottsliced": functools.partial(_on_method, bench._ours_method("ottsliced", None, 0, 20_000))}
   calls["minimal Newton"] = functools.partial(_on_pair, jax.jit(minimal_newton))
   calls["minimal Sinkhorn"] = functools.partial(_on_pair, jax.jit(minimal_sinkhorn))
+  calls["Sinkhorn then Newton"] = functools.partial(_on_pair, jax.jit(sinkhorn_then_newton))
   ott = bench.OTTConfig(anderson=(2,), momentum=(1.5,), gaussian=False, epsilon_scaling=())
   for method in bench.ott_methods(ott, case, None, 20_000):
     calls[method.name] = functools.partial(_on_method, method)
