@@ -27,7 +27,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
-from side_by_side import side_by_side
+from side_by_side import side_by_side, suite_interleaving
 
 from ottsliced.experiments import solvers as bench
 from ottsliced.solvers import newton
@@ -113,13 +113,6 @@ def _on_method(method, pair, tol):
   return method.solve(*method.prepare(pair), tol)
 
 
-def _suite_interleaving(case, pairs, tol):
-  """Every OTT configuration of the suite on the first pair: what runs between two calls of a method there."""
-  methods = bench.ott_methods(bench.OTTConfig(), case, None, 20_000)
-  args = [m.prepare(pairs[0]) for m in methods]
-  return lambda: [jax.block_until_ready(m.solve(*a, tol)) for m, a in zip(methods, args)]
-
-
 def main(repeats: int = 9, interleaved: bool = False) -> None:
   """Prints one line per case and tolerance."""
   for spec in CASES:
@@ -128,7 +121,7 @@ def main(repeats: int = 9, interleaved: bool = False) -> None:
     calls = _methods(case)
     for tol in (1e-2, 1e-3):
       tol = jnp.float32(tol)
-      before = _suite_interleaving(case, pairs, tol) if interleaved else None
+      before = suite_interleaving(case, pairs[0], tol) if interleaved else None
       timings = side_by_side(
         {name: functools.partial(call, tol=tol) for name, call in calls.items()}, pairs, repeats, before=before
       )

@@ -12,7 +12,9 @@ from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 
-__all__ = ["Timing", "side_by_side"]
+from ottsliced.experiments import solvers as bench
+
+__all__ = ["Timing", "side_by_side", "suite_interleaving"]
 
 
 class Timing(NamedTuple):
@@ -70,3 +72,13 @@ def side_by_side(
     for name in names:
       per_pair[name].append(statistics.median(seconds[name]))
   return {name: Timing(1e3 * statistics.median(per_pair[name]), statistics.median(iterations[name])) for name in names}
+
+
+def suite_interleaving(case: bench.CaseConfig, pair: Any, tol: Any) -> Callable[[], Any]:
+  """Every OTT configuration of the suite on ``pair``, blocked on: what runs between two calls of a method there.
+
+  A ``before`` for :func:`side_by_side`.
+  """
+  methods = bench.ott_methods(bench.OTTConfig(), case, None, 20_000)
+  args = [m.prepare(pair) for m in methods]
+  return lambda: [jax.block_until_ready(m.solve(*a, tol)) for m, a in zip(methods, args)]
