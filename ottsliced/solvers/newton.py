@@ -63,6 +63,8 @@ class NewtonState(NamedTuple):
     trace: ``[max_iterations]`` column L1 errors (``-1`` after the stop).
     done: stopped.
     damping: the Levenberg-Marquardt damping of the next step.
+    error: the column L1 error of ``columns``.
+    noise: the round-off of ``dual`` (:func:`_row_pass`).
   """
 
   k: jax.Array
@@ -74,24 +76,51 @@ class NewtonState(NamedTuple):
   trace: jax.Array
   done: jax.Array
   damping: jax.Array
-
-
-def _masked_sum(w: jax.Array, v: jax.Array) -> jax.Array:
-  return jnp.sum(jnp.where(w > 0, w * v, 0.0))
+  error: jax.Array
+  noise: jax.Array
 
 
 def row_update(cost: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, epsilon: Any):
   r"""``(f, plan, dual, columns)`` of :math:`f=\mathcal T_a g`: one exponential pass over ``cost [n, m]``."""
+  f, plan, columns, stats = _row_pass(cost, a, b, g, epsilon)
+  return f, plan, stats.dual, columns
+
+
+class _RowStats(NamedTuple):
+  dual: jax.Array
+  noise: jax.Array
+  error: jax.Array
+
+
+def _row_pass(cost: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, epsilon: Any):
+  r"""``(f, plan, columns, stats)`` of :math:`f=\mathcal T_a g`, the stats in a single reduction.
+
+  ``stats``: the semi-dual, its round-off (a few units in the last place of
+  its terms' magnitude) and the column L1 error. Summed together over the
+  concatenated rows and columns: on small problems every reduction is a few
+  kernel launches, more than the sums themselves.
+  """
   z = (g[None, :] - cost) / epsilon
-  top = jnp.max(z, axis=1, keepdims=True)
+  top = jnp.max(z, axis=1)
   top = jnp.where(jnp.isfinite(top), top, 0.0)
-  e = jnp.exp(z - top)
-  s = jnp.sum(e, axis=1, keepdims=True)
+  e = jnp.exp(z - top[:, None])
+  s = jnp.sum(e, axis=1)
   pos = a > 0
-  f = jnp.where(pos, epsilon * (jnp.log(jnp.where(pos, a, 1.0)) - top[:, 0] - jnp.log(s[:, 0])), -jnp.inf)
-  plan = e * (jnp.where(pos, a, 0.0)[:, None] / s)
-  dual = _masked_sum(a, f) + _masked_sum(b, g)
-  return f, plan, dual, jnp.sum(plan, axis=0)
+  f = jnp.where(pos, epsilon * (jnp.log(jnp.where(pos, a, 1.0)) - top - jnp.log(s)), -jnp.inf)
+  plan = e * (jnp.where(pos, a, 0.0) / s)[:, None]
+  columns = jnp.sum(plan, axis=0)
+  pos_b = b > 0
+  source = jnp.where(pos, a * f, 0.0)
+  target = jnp.where(pos_b, b * g, 0.0)
+  terms = jnp.concatenate(
+    [
+      jnp.stack([source, jnp.abs(source), jnp.zeros_like(source)]),
+      jnp.stack([target, jnp.abs(target), jnp.where(pos_b, jnp.abs(columns - b), 0.0)]),
+    ],
+    axis=1,
+  )
+  dual, scale, error = jnp.sum(terms, axis=1)
+  return f, plan, columns, _RowStats(dual, 8.0 * jnp.finfo(scale.dtype).eps * scale, error)
 
 
 def column_update(cost: jax.Array, b: jax.Array, f: jax.Array, epsilon: Any) -> jax.Array:
@@ -109,12 +138,6 @@ def column_update_rows(cost: jax.Array, b: jax.Array, f: jax.Array, epsilon: Any
   pos = b > 0
   g = jnp.where(pos, epsilon * (jnp.log(jnp.where(pos, b, 1.0)) - top[0] - jnp.log(s)), -jnp.inf)
   return g, e @ (jnp.where(pos, b, 0.0) / s)
-
-
-def _dual_noise(a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array) -> jax.Array:
-  """The round-off of the semi-dual ``<a, f> + <b, g>``: a few units in the last place of its terms' magnitude."""
-  scale = _masked_sum(a, jnp.abs(f)) + _masked_sum(b, jnp.abs(g))
-  return 8.0 * jnp.finfo(scale.dtype).eps * scale
 
 
 def _system(a, b, columns, epsilon):
@@ -264,19 +287,15 @@ def newton_tail(
   max_iterations = trace.shape[0]
   g = jnp.where(b > 0, g, -jnp.inf)
 
-  def error(columns):
-    return jnp.sum(jnp.where(b > 0, jnp.abs(columns - b), 0.0))
-
   def record(state: NewtonState, at_target: bool = True, report: bool = True) -> NewtonState:
     """Logs the iteration just done; a stage's errors (``at_target=False``) are not the target's: ``inf``."""
-    column_error = error(state.columns)
     k = state.k + 1
     if at_target:
-      err = reported_error(column_error, state.k, min_iterations, max_iterations)
+      err = reported_error(state.error, state.k, min_iterations, max_iterations)
       done = (k >= max_iterations) | ((k >= max(min_iterations, 1)) & ~(err >= threshold))
     else:
       err = jnp.inf
-      done = (k >= max_iterations - 1) | ~(column_error >= stage[2])
+      done = (k >= max_iterations - 1) | ~(state.error >= stage[2])
     trace = state.trace.at[state.k].set(err)
     if progress is not None and report:
       progress(k, trace)
@@ -284,6 +303,11 @@ def newton_tail(
 
   def make_step(epsilon, at_target):
     return lambda state: step(state, epsilon, at_target)
+
+  def moved(state: NewtonState, g: jax.Array, epsilon) -> NewtonState:
+    """``state`` at ``g``: its row update, plan and statistics."""
+    f, plan, columns, stats = _row_pass(cost, a, b, g, epsilon)
+    return state._replace(g=g, f=f, plan=plan, columns=columns, dual=stats.dual, noise=stats.noise, error=stats.error)
 
   def step(state: NewtonState, epsilon, at_target: bool) -> NewtonState:
     if direct:
@@ -299,59 +323,60 @@ def newton_tail(
 
         delta = jax.lax.cond(solved, lambda _: delta, factorised, None)
 
-    # The full step first, outside any loop: it is accepted almost always, and a loop costs dispatch.
-    g_1 = state.g + delta
-    f_1, plan_1, dual_1, cols_1 = row_update(cost, a, b, g_1, epsilon)
-    noise = _dual_noise(a, b, state.f, state.g)
-    column_error = error(state.columns)
-
-    def rises(dual, cols):
+    def rises(trial: NewtonState):
       """The dual rises; or, where its change is within round-off (near the solution), the column error falls."""
-      return (dual >= state.dual) | ((dual >= state.dual - noise) & (error(cols) < column_error))
+      return (trial.dual >= state.dual) | ((trial.dual >= state.dual - state.noise) & (trial.error < state.error))
+
+    # The full step first, outside any loop: it is accepted almost always, and a loop costs dispatch.
+    full = moved(state, state.g + delta, epsilon)
 
     def shortened(_):  # halve the step while the dual does not rise; none rises: a Sinkhorn iteration
       def ls_cond(ls):
-        i, _, _, dual, _, _, cols = ls
-        return (i <= halvings) & ~rises(dual, cols)
+        i, _, trial = ls
+        return (i <= halvings) & ~rises(trial)
 
       def ls_body(ls):
-        i, t, *_ = ls
-        g_t = state.g + t * delta
-        f_t, plan_t, dual_t, cols_t = row_update(cost, a, b, g_t, epsilon)
-        return i + 1, 0.5 * t, g_t, dual_t, f_t, plan_t, cols_t
+        i, t, _ = ls
+        return i + 1, 0.5 * t, moved(state, state.g + t * delta, epsilon)
 
-      start = (1, jnp.full((), 0.5, dual_1.dtype), g_1, dual_1, f_1, plan_1, cols_1)
-      _, _, g_t, dual_t, f_t, plan_t, cols_t = jax.lax.while_loop(ls_cond, ls_body, start)
+      _, _, trial = jax.lax.while_loop(ls_cond, ls_body, (1, jnp.full((), 0.5, full.dual.dtype), full))
 
       def sinkhorn_iteration(_):  # no ascent along the Newton direction: a plain iteration (the dual rises)
-        g_s = column_update(cost, b, state.f, epsilon)
-        f_s, plan_s, dual_s, cols_s = row_update(cost, a, b, g_s, epsilon)
-        return g_s, f_s, plan_s, dual_s, cols_s
+        return moved(state, column_update(cost, b, state.f, epsilon), epsilon)
 
-      accepted = rises(dual_t, cols_t)
-      kept = jax.lax.cond(accepted, lambda _: (g_t, f_t, plan_t, dual_t, cols_t), sinkhorn_iteration, None)
-      return (*kept, jnp.where(accepted, 2.0, 8.0).astype(dual_1.dtype))
+      accepted = rises(trial)
+      kept = jax.lax.cond(accepted, lambda _: trial, sinkhorn_iteration, None)
+      return kept._replace(damping=state.damping * jnp.where(accepted, 2.0, 8.0).astype(state.damping.dtype))
 
-    full = (g_1, f_1, plan_1, dual_1, cols_1, jnp.full((), 0.25, dual_1.dtype))
-    g_n, f_n, plan_n, dual_n, cols_n, factor = jax.lax.cond(rises(dual_1, cols_1), lambda _: full, shortened, None)
     # Trust the model more after a full step, less after a shortened or refused one.
-    damping = jnp.clip(state.damping * factor, 1e-6, 1e3)
-    return record(state._replace(g=g_n, f=f_n, plan=plan_n, dual=dual_n, columns=cols_n, damping=damping), at_target)
+    new = jax.lax.cond(rises(full), lambda _: full._replace(damping=state.damping * 0.25), shortened, None)
+    return record(new._replace(damping=jnp.clip(new.damping, 1e-6, 1e3)), at_target)
 
   if stage is not None:  # a stage needs one iteration left after it
     staged = stage[0] & (k < max_iterations - 1)
     start_epsilon = jnp.where(staged, stage[1], epsilon)
   else:
     start_epsilon = epsilon
-  f, plan, dual, columns = row_update(cost, a, b, g, start_epsilon)
-  state = NewtonState(k, g, f, plan, dual, columns, trace, jnp.zeros((), bool), jnp.asarray(damping, dual.dtype))
+  f, plan, columns, stats = _row_pass(cost, a, b, g, start_epsilon)
+  state = NewtonState(
+    k,
+    g,
+    f,
+    plan,
+    stats.dual,
+    columns,
+    trace,
+    jnp.zeros((), bool),
+    jnp.asarray(damping, trace.dtype),
+    stats.error,
+    stats.noise,
+  )
   if stage is not None:
 
     def staged_solve(state):
       state = record(state, at_target=False, report=False)
       state = jax.lax.while_loop(lambda s: ~s.done, make_step(stage[1], False), state)
-      f, plan, dual, columns = row_update(cost, a, b, state.g, epsilon)
-      return state._replace(f=f, plan=plan, dual=dual, columns=columns, damping=jnp.asarray(damping, dual.dtype))
+      return moved(state, state.g, epsilon)._replace(damping=jnp.asarray(damping, trace.dtype))
 
     state = jax.lax.cond(staged, staged_solve, lambda s: s, state)
   state = record(state)
