@@ -108,8 +108,9 @@ def anneal(
   r"""``sweeps`` Sinkhorn iterations :math:`f=\mathcal T_a g`, :math:`g=\mathcal T_b f` at decreasing epsilon.
 
   Args:
-    rows: ``(g, eps) -> f``, the row update at ``eps``.
-    columns: ``(f, eps) -> g``, the column update at ``eps``.
+    rows: ``(g, eps, f) -> f'``, the row update at ``eps`` (``f``: the last one, which it may take as a
+      shift: :func:`shifted_update`).
+    columns: ``(f, eps, g) -> g'``, the column update at ``eps`` (``g``: the last one).
     f: ``[n]`` returned as is when ``sweeps`` is zero.
     g: ``[m]`` start.
     eps0: the first epsilon.
@@ -124,9 +125,39 @@ def anneal(
 
   def sweep(k, fg):
     eps_k = jnp.maximum(eps0 * decay ** k.astype(eps0.dtype), epsilon)
-    f = rows(fg[1], eps_k)
+    f = rows(fg[1], eps_k, fg[0])
     if progress is not None:
       progress(k + 1)
-    return f, columns(f, eps_k)
+    return f, columns(f, eps_k, fg[1])
 
   return jax.lax.fori_loop(0, sweeps, sweep, (f, g))
+
+
+def shifted_update(
+  cost: jax.Array, w: jax.Array, f: jax.Array, g: jax.Array, epsilon: Any, axis: int, exact: Callable[[], jax.Array]
+) -> jax.Array:
+  r"""The log-domain update of the side ``axis`` reduces over, in one pass over ``cost [n, m]``: ``[n]`` or ``[m]``.
+
+  ``axis=1``: :math:`f'=\mathcal T_a g` with ``w = a`` and the last ``f`` as
+  the shift of the log-sum-exp; ``axis=0``: :math:`g'=\mathcal T_b f`, ``w =
+  b``, shifted by the last ``g``. A Sinkhorn sweep updates one side after an
+  exact update of the other, so the shifted exponents
+  :math:`(f_i+g_j-C_{ij})/\varepsilon` are entries of a plan whose rows (or
+  columns) sum to weights at most one: never above zero, and at a smaller
+  ``epsilon`` (annealing) only smaller. The usual log-sum-exp takes the
+  maximum first (a second pass, and the exponents stored in between); this
+  one reads the cost once. Where a sum is not finite or so small that its
+  largest term may have lost digits (a first sweep from an arbitrary start,
+  a row with no mass), ``exact()`` (the usual update) is taken instead.
+  """
+  shift = f if axis == 1 else g
+  finite = jnp.isfinite(shift)
+  shift = jnp.where(finite, shift, 0.0)
+  inv = 1.0 / epsilon  # the vectors scaled, the cost multiplied: no division per entry, no broadcast epsilon stored
+  u, v = (shift * inv, g * inv) if axis == 1 else (f * inv, shift * inv)
+  s = jnp.sum(jnp.exp(u[:, None] + v[None, :] - cost * inv), axis=axis)
+  pos = w > 0
+  new = jnp.where(pos, epsilon * jnp.log(jnp.where(pos, w, 1.0)) + shift - epsilon * jnp.log(s), -jnp.inf)
+  floor = jnp.finfo(s.dtype).tiny / jnp.finfo(s.dtype).eps  # above it the largest term is a normal float, exact
+  ok = jnp.all(jnp.where(pos, (s > floor) & jnp.isfinite(s) & finite, True))
+  return jax.lax.cond(ok, lambda: new, exact)

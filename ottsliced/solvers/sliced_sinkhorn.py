@@ -837,12 +837,15 @@ class SlicedSinkhorn:
     plan: Any,
     use_newton: bool,
     skip: Optional[jax.Array] = None,
+    cost: Optional[jax.Array] = None,
   ):
     """The annealing sweeps of ``plan`` (``None``: none): ``(f, g, trace, k, stage, epsilon of the sweeps)``.
 
     ``trace`` is ``[max_iterations]``, ``inf`` for the ``k`` sweeps; ``stage``
     is :func:`ottsliced.solvers.newton.newton_tail`'s (``None``: no stage).
-    ``skip`` (traced boolean; ``None``: ``False``) runs neither.
+    ``skip`` (traced boolean; ``None``: ``False``) runs neither. ``cost``:
+    ``geom``'s ``[n, m]`` cost matrix where the caller holds it; the sweeps
+    then take one pass over it each (:func:`~ottsliced.solvers.annealing.shifted_update`).
     """
     eps = geom.epsilon
     trace = -jnp.ones((self.max_iterations,), f.dtype)
@@ -860,8 +863,15 @@ class SlicedSinkhorn:
     eps0, sweeps, decay = plan(scale, eps_sweeps)
     sweeps = jnp.minimum(sweeps, self.max_iterations - 1)
     sweeps = sweeps if skip is None else jnp.where(skip, 0, sweeps)
-    rows = lambda g_, e: _update(geom, a, f, g_, e, axis=1)  # noqa: E731
-    cols = lambda f_, e: _update(geom, b, f_, g, e, axis=0)  # noqa: E731
+
+    def rows(g_, e, f_last):
+      exact = lambda: _update(geom, a, f, g_, e, axis=1)  # noqa: E731
+      return exact() if cost is None else annealing_lib.shifted_update(cost, a, f_last, g_, e, 1, exact)
+
+    def cols(f_, e, g_last):
+      exact = lambda: _update(geom, b, f_, g, e, axis=0)  # noqa: E731
+      return exact() if cost is None else annealing_lib.shifted_update(cost, b, f_, g_last, e, 0, exact)
+
     report, steps = self._progress(), jnp.arange(self.max_iterations)
     progress = None if report is None else lambda done: report(done, jnp.where(steps < done, jnp.inf, -1.0))
     f, g = annealing_lib.anneal(rows, cols, f, g, eps0, sweeps, decay, eps_sweeps, progress=progress)
@@ -875,7 +885,7 @@ class SlicedSinkhorn:
     cost = geom.cost_matrix
     axis = self._axis_start(geom, cost, a, b, plan)
     skip = None if axis is None else axis[2]
-    f, g, trace, k, stage, eps_sweeps = self._sweeps(geom, a, b, f, g, plan, use_newton=True, skip=skip)
+    f, g, trace, k, stage, eps_sweeps = self._sweeps(geom, a, b, f, g, plan, use_newton=True, skip=skip, cost=cost)
     transposed, start = self._newton_start(cost, b, f, g, k, plan is not None, g_predicted, eps_sweeps, axis)
     state = newton.newton_tail(
       cost.T if transposed else cost,

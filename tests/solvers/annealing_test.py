@@ -56,8 +56,8 @@ def test_anneal_runs_the_sweeps_at_decreasing_epsilon():
   x, y = jnp.asarray(rs.normal(size=(12, 2))), jnp.asarray(rs.normal(size=(9, 2)))
   a, b = jnp.full(12, 1 / 12), jnp.full(9, 1 / 9)
   cost = pointcloud.PointCloud(x, y).cost_matrix
-  rows = lambda g, e: newton.row_update(cost, a, b, g, e)[0]  # noqa: E731
-  cols = lambda f, e: newton.column_update(cost, b, f, e)  # noqa: E731
+  rows = lambda g, e, _: newton.row_update(cost, a, b, g, e)[0]  # noqa: E731
+  cols = lambda f, e, _: newton.column_update(cost, b, f, e)  # noqa: E731
   f0, g0 = jnp.zeros(12), jnp.zeros(9)
   f, g = annealing.anneal(rows, cols, f0, g0, jnp.asarray(1.0), jnp.asarray(0, jnp.int32), 0.5, 0.1)
   np.testing.assert_array_equal(f, f0)  # no sweep: inputs returned
@@ -69,3 +69,36 @@ def test_anneal_runs_the_sweeps_at_decreasing_epsilon():
     g_ref = newton.column_update(cost, b, f_ref, e)
   np.testing.assert_allclose(g, g_ref, rtol=1e-5)
   np.testing.assert_allclose(f, f_ref, rtol=1e-5)
+
+
+def _weighted_problem(seed=2):
+  rs = np.random.default_rng(seed)
+  x, y = jnp.asarray(rs.normal(size=(14, 2))), jnp.asarray(rs.normal(size=(11, 2)))
+  a = jnp.asarray(rs.uniform(size=14)).at[2].set(0.0)
+  b = jnp.asarray(rs.uniform(size=11)).at[5].set(0.0)
+  return pointcloud.PointCloud(x, y).cost_matrix, a / a.sum(), b / b.sum()
+
+
+@pytest.mark.usefixtures("x64")
+def test_shifted_update_after_a_sweep_is_the_exact_update_without_falling_back():
+  cost, a, b = _weighted_problem()
+  f = newton.row_update(cost, a, b, jnp.where(b > 0, 0.0, -jnp.inf), 0.5)[0]
+  g = newton.column_update(cost, b, f, 0.5)
+  never = lambda: jnp.full(cost.shape[0], jnp.nan)  # noqa: E731  (would poison the result if taken)
+  for eps in (0.5, 0.2):  # the same epsilon, then a smaller one (annealing)
+    f_new = annealing.shifted_update(cost, a, f, g, eps, 1, never)
+    np.testing.assert_allclose(f_new, newton.row_update(cost, a, b, g, eps)[0], rtol=1e-12, atol=1e-12)
+    g_new = annealing.shifted_update(cost, b, f_new, g, eps, 0, lambda: jnp.full(cost.shape[1], jnp.nan))
+    np.testing.assert_allclose(g_new, newton.column_update(cost, b, f_new, eps), rtol=1e-12, atol=1e-12)
+    assert np.isneginf(f_new[2])
+    assert np.isneginf(g_new[5])
+
+
+def test_shifted_update_falls_back_to_the_exact_update_where_the_shift_overflows_or_underflows():
+  cost, a, b = _weighted_problem()
+  g = jnp.where(b > 0, 0.0, -jnp.inf)
+  exact = lambda: jnp.full(14, 7.0)  # noqa: E731  (a marker of the fallback)
+  for bad in (-1e3, 1e3):  # exponents of +-1e5: the sum overflows, or every term underflows
+    np.testing.assert_array_equal(annealing.shifted_update(cost, a, jnp.full(14, bad), g, 0.01, 1, exact), 7.0)
+  f = newton.row_update(cost, a, b, g, 0.01)[0]  # a valid shift: no fallback
+  np.testing.assert_allclose(annealing.shifted_update(cost, a, f, g, 0.01, 1, exact), f, rtol=1e-5, atol=1e-6)
