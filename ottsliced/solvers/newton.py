@@ -367,7 +367,7 @@ def newton_tail(
     columns,
     trace,
     jnp.zeros((), bool),
-    jnp.asarray(damping, trace.dtype),
+    jnp.asarray(damping, stats.dual.dtype),
     stats.error,
     stats.noise,
   )
@@ -376,7 +376,7 @@ def newton_tail(
     def staged_solve(state):
       state = record(state, at_target=False, report=False)
       state = jax.lax.while_loop(lambda s: ~s.done, make_step(stage[1], False), state)
-      return moved(state, state.g, epsilon)._replace(damping=jnp.asarray(damping, trace.dtype))
+      return moved(state, state.g, epsilon)._replace(damping=jnp.asarray(damping, state.dual.dtype))
 
     state = jax.lax.cond(staged, staged_solve, lambda s: s, state)
   state = record(state)
