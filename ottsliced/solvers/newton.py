@@ -57,7 +57,8 @@ class NewtonState(NamedTuple):
     k: iterations done (annealing and earlier phases included: the trace's next index).
     g: ``[m]`` target potential (``-inf`` at zero weights).
     f: ``[n]`` source potential :math:`\\mathcal T_a g` (rows exact).
-    plan: ``[n, m]`` the plan of ``(f, g)``.
+    plan: the plan of ``(f, g)``, factored: ``(e [n, m], r [n])`` with :math:`P=\\mathrm{diag}(r)\\,e` (one
+      ``[n, m]`` array written per exponential pass, not two).
     dual: the semi-dual :math:`\\langle a,f\\rangle+\\langle b,g\\rangle`.
     columns: ``[m]`` the plan's column sums.
     trace: ``[max_iterations]`` column L1 errors (``-1`` after the stop).
@@ -65,6 +66,14 @@ class NewtonState(NamedTuple):
     damping: the Levenberg-Marquardt damping of the next step.
     error: the column L1 error of ``columns``.
     noise: the round-off of ``dual`` (:func:`_row_pass`).
+    delta: ``[m]`` the Newton direction from ``g`` (zeros before the first).
+    tries: trials refused from ``g`` along ``delta`` (the next one is at ``2**-tries``; past ``halvings``: a
+      Sinkhorn iteration).
+    fresh: ``plan`` is the plan of ``g`` (else of the last trial, refused): the next iteration solves for a new
+      direction.
+
+  ``g``, ``f``, ``dual``, ``columns``, ``error`` and ``noise`` are the accepted point's; ``plan`` the plan of the
+  last point evaluated, the only ``[n, m]`` array carried.
   """
 
   k: jax.Array
@@ -78,12 +87,15 @@ class NewtonState(NamedTuple):
   damping: jax.Array
   error: jax.Array
   noise: jax.Array
+  delta: jax.Array
+  tries: jax.Array
+  fresh: jax.Array
 
 
 def row_update(cost: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, epsilon: Any):
-  r"""``(f, plan, dual, columns)`` of :math:`f=\mathcal T_a g`: one exponential pass over ``cost [n, m]``."""
-  f, plan, columns, stats = _row_pass(cost, a, b, g, epsilon)
-  return f, plan, stats.dual, columns
+  r"""``(f, plan [n, m], dual, columns)`` of :math:`f=\mathcal T_a g`: one exponential pass over ``cost [n, m]``."""
+  f, (e, r), columns, stats = _row_pass(cost, a, b, g, epsilon)
+  return f, e * r[:, None], stats.dual, columns
 
 
 class _RowStats(NamedTuple):
@@ -93,7 +105,10 @@ class _RowStats(NamedTuple):
 
 
 def _row_pass(cost: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, epsilon: Any):
-  r"""``(f, plan, columns, stats)`` of :math:`f=\mathcal T_a g`, the stats in a single reduction.
+  r"""``(f, (e, r), columns, stats)`` of :math:`f=\mathcal T_a g`, the plan factored, the stats in one reduction.
+
+  The plan is :math:`\mathrm{diag}(r)\,e` with ``e [n, m]`` the exponentials (each row's largest is 1) and ``r
+  [n]`` the rows' scales: products with the plan take ``e`` and a vector, and the plan itself is never written.
 
   ``stats``: the semi-dual, its round-off (a few units in the last place of
   its terms' magnitude) and the column L1 error. Summed together over the
@@ -107,8 +122,8 @@ def _row_pass(cost: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, epsilon
   s = jnp.sum(e, axis=1)
   pos = a > 0
   f = jnp.where(pos, epsilon * (jnp.log(jnp.where(pos, a, 1.0)) - top - jnp.log(s)), -jnp.inf)
-  plan = e * (jnp.where(pos, a, 0.0) / s)[:, None]
-  columns = jnp.sum(plan, axis=0)
+  r = jnp.where(pos, a, 0.0) / s
+  columns = r @ e
   pos_b = b > 0
   source = jnp.where(pos, a * f, 0.0)
   target = jnp.where(pos_b, b * g, 0.0)
@@ -120,7 +135,7 @@ def _row_pass(cost: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, epsilon
     axis=1,
   )
   dual, scale, error = jnp.sum(terms, axis=1)
-  return f, plan, columns, _RowStats(dual, 8.0 * jnp.finfo(scale.dtype).eps * scale, error)
+  return f, (e, r), columns, _RowStats(dual, 8.0 * jnp.finfo(scale.dtype).eps * scale, error)
 
 
 def column_update(cost: jax.Array, b: jax.Array, f: jax.Array, epsilon: Any) -> jax.Array:
@@ -161,6 +176,8 @@ def _system(a, b, columns, epsilon):
 def _direct_direction(plan, a, b, columns, epsilon, damping):
   r"""The damped Newton system solved by a dense Cholesky factorisation (small ``m``): ``(delta_g, 0)``.
 
+  ``plan``: factored, ``(e [n, m], r [n])`` (:func:`_row_pass`).
+
   The Schur complement's null space, the constant gauge, is lifted by the
   rank-one term :math:`cc^\top/\sum c`: the right-hand side sums to zero, so
   the solution still has :math:`c^\top\Delta g=0` and solves the damped
@@ -169,7 +186,8 @@ def _direct_direction(plan, a, b, columns, epsilon, damping):
   """
   inv_a, diag, rhs = _system(a, b, columns, epsilon)
   weights = jnp.where(b > 0, diag, 0.0)
-  schur = (1.0 + damping) * jnp.diag(diag) - (plan * inv_a[:, None]).T @ plan
+  e, r = plan
+  schur = (1.0 + damping) * jnp.diag(diag) - (e * (r * (r * inv_a))[:, None]).T @ e
   schur = schur + weights[:, None] * weights[None, :] / jnp.sum(weights)
   x = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(schur), rhs)
   x = jnp.where((b > 0) & jnp.isfinite(x), x, 0.0)
@@ -187,6 +205,8 @@ FALLBACK_TOLERANCE = 0.9
 def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_tolerance, stall_tolerance):
   """Preconditioned CG on the damped Schur complement; ``(delta_g [m], cg iterations, progressed)``.
 
+  ``plan``: factored, ``(e [n, m], r [n])`` (:func:`_row_pass`).
+
   ``progressed``: the preconditioned residual fell below ``stall_tolerance`` times the first, with no
   breakdown.
 
@@ -197,9 +217,12 @@ def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_t
   pos_b = b > 0
   inv_a, diag, rhs = _system(a, b, columns, epsilon)
 
+  e, r = plan
+  weights = r * (r * inv_a)  # P^T diag(1 / a) P = e^T diag(r^2 / a) e
+
   def op(v):
-    # w @ plan, not plan.T @ w: XLA's CPU backend transposes the plan for the latter (3x slower at n = 1000).
-    return (1.0 + damping) * diag * v - ((plan @ v) * inv_a) @ plan
+    # w @ e, not e.T @ w: XLA's CPU backend transposes the matrix for the latter (3x slower at n = 1000).
+    return (1.0 + damping) * diag * v - ((e @ v) * weights) @ e
 
   def curvature(p, ap):
     # (1 + damping) diag - P^T P / a is at least damping * diag; anything below is float round-off.
@@ -287,70 +310,87 @@ def newton_tail(
   max_iterations = trace.shape[0]
   g = jnp.where(b > 0, g, -jnp.inf)
 
-  def record(state: NewtonState, at_target: bool = True, report: bool = True) -> NewtonState:
-    """Logs the iteration just done; a stage's errors (``at_target=False``) are not the target's: ``inf``."""
-    k = state.k + 1
+  def record(state: NewtonState, accepted: Any = True, at_target: bool = True, report: bool = True) -> NewtonState:
+    """Logs an accepted iteration; a stage's errors (``at_target=False``) are not the target's: ``inf``."""
+    k = state.k + jnp.asarray(accepted, state.k.dtype)
     if at_target:
       err = reported_error(state.error, state.k, min_iterations, max_iterations)
       done = (k >= max_iterations) | ((k >= max(min_iterations, 1)) & ~(err >= threshold))
     else:
-      err = jnp.inf
+      err = jnp.asarray(jnp.inf, state.error.dtype)
       done = (k >= max_iterations - 1) | ~(state.error >= stage[2])
-    trace = state.trace.at[state.k].set(err)
+    trace = state.trace.at[state.k].set(jnp.where(accepted, err, state.trace[state.k]))
     if progress is not None and report:
-      progress(k, trace)
-    return state._replace(k=k, trace=trace, done=done)
+      if accepted is True:
+        progress(k, trace)
+      else:
+        jax.lax.cond(accepted, lambda: progress(k, trace), lambda: None)
+    return state._replace(k=k, trace=trace, done=done & accepted)
 
-  def make_step(epsilon, at_target):
-    return lambda state: step(state, epsilon, at_target)
-
-  def moved(state: NewtonState, g: jax.Array, epsilon) -> NewtonState:
-    """``state`` at ``g``: its row update, plan and statistics."""
+  def at_point(state: NewtonState, g: jax.Array, epsilon) -> NewtonState:
+    """``state`` moved to ``g``, accepted: its row update, plan and statistics; a new direction next."""
     f, plan, columns, stats = _row_pass(cost, a, b, g, epsilon)
-    return state._replace(g=g, f=f, plan=plan, columns=columns, dual=stats.dual, noise=stats.noise, error=stats.error)
+    return state._replace(
+      g=g,
+      f=f,
+      plan=plan,
+      columns=columns,
+      dual=stats.dual,
+      noise=stats.noise,
+      error=stats.error,
+      tries=jnp.zeros_like(state.tries),
+      fresh=jnp.ones_like(state.fresh),
+    )
 
-  def step(state: NewtonState, epsilon, at_target: bool) -> NewtonState:
+  def direction(state: NewtonState, epsilon) -> jax.Array:
     if direct:
-      delta, _ = _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)
-    else:
-      delta, _, solved = _newton_direction(
-        state.plan, a, b, state.columns, epsilon, state.damping, cg_iterations, cg_tolerance, fallback_tolerance
-      )
-      if fallback:  # CG stalled (an ill-conditioned system): the dense factorisation
+      return _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)[0]
+    delta, _, solved = _newton_direction(
+      state.plan, a, b, state.columns, epsilon, state.damping, cg_iterations, cg_tolerance, fallback_tolerance
+    )
+    if not fallback:
+      return delta
+    # CG stalled (an ill-conditioned system): the dense factorisation.
+    factorised = lambda: _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)[0]  # noqa: E731
+    return jax.lax.cond(solved, lambda: delta, factorised)
 
-        def factorised(_):
-          return _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)[0]
+  def iteration(state: NewtonState, epsilon, at_target: bool) -> NewtonState:
+    r"""One trial, one exponential pass: the Newton point ``g + 2**-tries delta``, or a Sinkhorn iteration.
 
-        delta = jax.lax.cond(solved, lambda _: delta, factorised, None)
-
-    def rises(trial: NewtonState):
-      """The dual rises; or, where its change is within round-off (near the solution), the column error falls."""
-      return (trial.dual >= state.dual) | ((trial.dual >= state.dual - state.noise) & (trial.error < state.error))
-
-    # The full step first, outside any loop: it is accepted almost always, and a loop costs dispatch.
-    full = moved(state, state.g + delta, epsilon)
-
-    def shortened(_):  # halve the step while the dual does not rise; none rises: a Sinkhorn iteration
-      def ls_cond(ls):
-        i, _, trial = ls
-        return (i <= halvings) & ~rises(trial)
-
-      def ls_body(ls):
-        i, t, _ = ls
-        return i + 1, 0.5 * t, moved(state, state.g + t * delta, epsilon)
-
-      _, _, trial = jax.lax.while_loop(ls_cond, ls_body, (1, jnp.full((), 0.5, full.dual.dtype), full))
-
-      def sinkhorn_iteration(_):  # no ascent along the Newton direction: a plain iteration (the dual rises)
-        return moved(state, column_update(cost, b, state.f, epsilon), epsilon)
-
-      accepted = rises(trial)
-      kept = jax.lax.cond(accepted, lambda _: trial, sinkhorn_iteration, None)
-      return kept._replace(damping=state.damping * jnp.where(accepted, 2.0, 8.0).astype(state.damping.dtype))
-
-    # Trust the model more after a full step, less after a shortened or refused one.
-    new = jax.lax.cond(rises(full), lambda _: full._replace(damping=state.damping * 0.25), shortened, None)
-    return record(new._replace(damping=jnp.clip(new.damping, 1e-6, 1e3)), at_target)
+    A new direction is solved only after an accepted point (``fresh``); a refused trial's plan is dropped, and
+    only the accepted point's vectors are kept, so no ``[n, m]`` array is copied or selected. Past ``halvings``
+    refused trials, a Sinkhorn iteration: :math:`\mathcal T_b f=g+\varepsilon\log(b/c)` from the accepted
+    point's columns ``c`` (no exponential; a column whose mass underflowed moves toward it by a bounded step,
+    which still raises the dual), always accepted.
+    """
+    delta = jax.lax.cond(state.fresh, lambda: direction(state, epsilon), lambda: state.delta)
+    sinkhorn = state.tries > halvings
+    t = jnp.asarray(0.5, state.dual.dtype) ** state.tries.astype(state.dual.dtype)
+    _, diag, _ = _system(a, b, state.columns, epsilon)
+    pos_b = b > 0
+    g_sinkhorn = jnp.where(pos_b, state.g + epsilon * jnp.log(jnp.where(pos_b, b, 1.0) / diag), -jnp.inf)
+    g_trial = jnp.where(sinkhorn, g_sinkhorn, state.g + t * delta)
+    f, plan, columns, stats = _row_pass(cost, a, b, g_trial, epsilon)
+    # The dual rises; or, where its change is within round-off (near the solution), the column error falls.
+    rises = (stats.dual >= state.dual) | ((stats.dual >= state.dual - state.noise) & (stats.error < state.error))
+    accepted = sinkhorn | rises
+    # Trust the model more after a full step, less after a shortened one or a Sinkhorn iteration.
+    factor = jnp.where(sinkhorn, 8.0, jnp.where(state.tries == 0, 0.25, 2.0)).astype(state.damping.dtype)
+    keep = lambda new, old: jnp.where(accepted, new, old)  # noqa: E731  vectors and scalars only
+    new = state._replace(
+      g=keep(g_trial, state.g),
+      f=keep(f, state.f),
+      plan=plan,
+      columns=keep(columns, state.columns),
+      dual=keep(stats.dual, state.dual),
+      noise=keep(stats.noise, state.noise),
+      error=keep(stats.error, state.error),
+      damping=keep(jnp.clip(state.damping * factor, 1e-6, 1e3), state.damping),
+      delta=delta,
+      tries=jnp.where(accepted, 0, state.tries + 1),
+      fresh=accepted,
+    )
+    return record(new, accepted, at_target)
 
   if stage is not None:  # a stage needs one iteration left after it
     staged = stage[0] & (k < max_iterations - 1)
@@ -370,14 +410,17 @@ def newton_tail(
     jnp.asarray(damping, stats.dual.dtype),
     stats.error,
     stats.noise,
+    jnp.zeros_like(g),
+    jnp.zeros((), jnp.int32),
+    jnp.ones((), bool),
   )
   if stage is not None:
 
     def staged_solve(state):
       state = record(state, at_target=False, report=False)
-      state = jax.lax.while_loop(lambda s: ~s.done, make_step(stage[1], False), state)
-      return moved(state, state.g, epsilon)._replace(damping=jnp.asarray(damping, state.dual.dtype))
+      state = jax.lax.while_loop(lambda s: ~s.done, lambda s: iteration(s, stage[1], False), state)
+      return at_point(state, state.g, epsilon)._replace(damping=jnp.asarray(damping, state.dual.dtype))
 
     state = jax.lax.cond(staged, staged_solve, lambda s: s, state)
   state = record(state)
-  return jax.lax.while_loop(lambda s: ~s.done, make_step(epsilon, True), state)
+  return jax.lax.while_loop(lambda s: ~s.done, lambda s: iteration(s, epsilon, True), state)
