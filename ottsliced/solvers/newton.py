@@ -47,7 +47,15 @@ import jax.numpy as jnp
 
 from ottsliced.solvers.iterations import reported_error
 
-__all__ = ["FALLBACK_TOLERANCE", "NewtonState", "column_update", "column_update_rows", "newton_tail", "row_update"]
+__all__ = [
+  "FALLBACK_TOLERANCE",
+  "LAST_STEP",
+  "NewtonState",
+  "column_update",
+  "column_update_rows",
+  "newton_tail",
+  "row_update",
+]
 
 
 class NewtonState(NamedTuple):
@@ -200,6 +208,9 @@ def _direct_direction(plan, a, b, columns, epsilon, damping):
 # CG tolerance (0.3) instead, steps that CG still improves were factorised too: at epsilon = 1e-3 x mean cost that
 # took up to 1.6x the time of CG alone (benchmarks/newton_solve.py); the stall rule, 1.05-1.15x.
 FALLBACK_TOLERANCE = 0.9
+# A step whose next error, predicted from the last step's rate times LAST_STEP[0], misses the threshold runs CG to
+# cg_tolerance * threshold / prediction (at least LAST_STEP[1]): the step that can reach the threshold does.
+LAST_STEP = (2.0, 0.05)
 
 
 def _newton_direction(plan, a, b, columns, epsilon, damping, cg_iterations, cg_tolerance, stall_tolerance):
@@ -274,6 +285,7 @@ def newton_tail(
   fallback_tolerance: float = FALLBACK_TOLERANCE,
   progress: Optional[Callable[[jax.Array, jax.Array], None]] = None,
   stage: Optional[Tuple[jax.Array, Any, Any]] = None,
+  last_step: bool = True,
 ) -> NewtonState:
   """Newton steps from ``g`` until the column L1 error is below ``threshold`` or the trace is full.
 
@@ -303,6 +315,10 @@ def newton_tail(
       steps at ``stage_epsilon`` first, until the column error is below ``stage_threshold`` (their
       errors recorded as ``inf``, at most ``max_iterations - 1`` iterations), then at ``epsilon`` from
       their ``g``; ``g`` is then the column update at ``stage_epsilon``.
+    last_step: at the target epsilon of a problem without a stage, CG's tolerance for a step whose predicted
+      next error (the last step's rate, times ``LAST_STEP[0]``) misses ``threshold`` shrinks to ``cg_tolerance *
+      threshold / prediction`` (at least ``LAST_STEP[1]``: :data:`LAST_STEP`), so that a step that can reach the
+      threshold does (static; ``False``: ``cg_tolerance`` throughout).
 
   Returns:
     The final :class:`NewtonState`; ``f`` has exact rows, ``trace[k - 1]`` its column error.
@@ -342,11 +358,36 @@ def newton_tail(
       fresh=jnp.ones_like(state.fresh),
     )
 
-  def direction(state: NewtonState, epsilon) -> jax.Array:
+  def forcing(state: NewtonState, tol: Any) -> jax.Array:
+    """CG's tolerance for a step from ``state``: tighter where one step may reach ``tol`` (:data:`LAST_STEP`).
+
+    The next error is predicted from the last step's rate, with a margin; where it misses ``tol``, CG's
+    tolerance shrinks in proportion.
+    """
+    margin, floor = LAST_STEP
+    error = state.error
+    before = state.trace[jnp.maximum(state.k - 2, 0)]
+    known = (state.k >= 2) & (before > 0) & jnp.isfinite(before)
+    predicted = margin * error * error / jnp.where(known, before, 1.0)
+    tight = jnp.clip(cg_tolerance * tol / predicted, floor, cg_tolerance)
+    # Not on a staged problem (small epsilon): there Newton's region of fast convergence is narrow, and a step
+    # solved tighter overshoots (3-D Gaussian mixtures at 1e-3 x mean cost: more steps, and each costs more CG).
+    small_epsilon = False if stage is None else stage[0]
+    return jnp.where(known & ~small_epsilon, tight, cg_tolerance).astype(error.dtype)
+
+  def direction(state: NewtonState, epsilon, tol) -> jax.Array:
     if direct:
       return _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)[0]
     delta, _, solved = _newton_direction(
-      state.plan, a, b, state.columns, epsilon, state.damping, cg_iterations, cg_tolerance, fallback_tolerance
+      state.plan,
+      a,
+      b,
+      state.columns,
+      epsilon,
+      state.damping,
+      cg_iterations,
+      cg_tolerance if tol is None else forcing(state, tol),
+      fallback_tolerance,
     )
     if not fallback:
       return delta
@@ -363,7 +404,8 @@ def newton_tail(
     point's columns ``c`` (no exponential; a column whose mass underflowed moves toward it by a bounded step,
     which still raises the dual), always accepted.
     """
-    delta = jax.lax.cond(state.fresh, lambda: direction(state, epsilon), lambda: state.delta)
+    tol = threshold if at_target and last_step else None
+    delta = jax.lax.cond(state.fresh, lambda: direction(state, epsilon, tol), lambda: state.delta)
     sinkhorn = state.tries > halvings
     t = jnp.asarray(0.5, state.dual.dtype) ** state.tries.astype(state.dual.dtype)
     _, diag, _ = _system(a, b, state.columns, epsilon)

@@ -113,3 +113,48 @@ def test_a_stage_at_a_larger_epsilon_first_records_inf_and_ends_at_otts_solution
   assert int(short.k) == 5
   assert np.isinf(short.trace[3])
   assert np.isfinite(short.trace[4])
+
+
+@pytest.mark.usefixtures("x64")
+def test_the_sinkhorn_fallback_is_otts_iteration():
+  # halvings=-1 refuses every Newton trial: each iteration is the fallback, g + eps log(b / c) from the accepted
+  # point's columns (no exponential), then the row update: OTT's Sinkhorn iteration from the same g.
+  prob = _problem(5, eps=0.05)
+  geom, a, b = prob.geom, prob.a, prob.b
+  g0 = jnp.where(b > 0, 0.0, -jnp.inf)
+  state = jax.jit(
+    lambda: newton.newton_tail(
+      geom.cost_matrix, a, b, 0.05, g0, jnp.zeros((), jnp.int32), -jnp.ones(6), 0.0, halvings=-1
+    )
+  )()
+  assert int(state.k) == 6
+  f = newton.row_update(geom.cost_matrix, a, b, g0, 0.05)[0]
+  for _ in range(5):
+    g = jnp.where(b > 0, geom.update_potential(f, jnp.zeros_like(b), jnp.log(b), axis=0), -jnp.inf)
+    f = jnp.where(a > 0, geom.update_potential(jnp.zeros_like(a), g, jnp.log(a), axis=1), -jnp.inf)
+  np.testing.assert_allclose(state.g[b > 0], g[b > 0], rtol=1e-10, atol=1e-10)
+  np.testing.assert_allclose(state.f[a > 0], f[a > 0], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize("last_step", [False, True])
+def test_a_last_step_solved_tighter_keeps_the_solution(last_step):
+  prob = _problem(6, eps=0.05)
+  geom, a, b = prob.geom, prob.a, prob.b
+  state = jax.jit(
+    lambda: newton.newton_tail(
+      geom.cost_matrix,
+      a,
+      b,
+      0.05,
+      jnp.where(b > 0, 0.0, -jnp.inf),
+      jnp.zeros((), jnp.int32),
+      -jnp.ones(100),
+      1e-8,
+      last_step=last_step,
+    )
+  )()
+  k = int(state.k)
+  assert state.trace[k - 1] < 1e-8
+  ref = sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=200_000)(prob)
+  np.testing.assert_allclose(geom.transport_from_potentials(state.f, state.g), ref.matrix, atol=1e-9)
