@@ -29,9 +29,12 @@ A step :math:`g+t\Delta g` is accepted when it raises the semi-dual (``t`` =
 1, 1/2, 1/4, ...) or, where the dual's change is within its round-off (near
 the solution the rise is of the order of the squared error), when it lowers
 the column error; the exponentials of that test are the next plan, so an
-accepted step costs one exponential pass. When no step is accepted (far from
-the solution, or float round-off in CG), a Sinkhorn iteration is taken
-instead: the dual never decreases by more than its round-off. On
+accepted step costs one exponential pass, and a refused one too (its plan is
+dropped: the loop carries the accepted point's vectors and one plan, stored
+factored as :math:`\mathrm{diag}(r)\,e`, never copied). When no step is
+accepted (far from the solution, or float round-off in CG), a Sinkhorn
+iteration is taken instead, from the accepted point's column sums with no
+exponential: the dual never decreases by more than its round-off. On
 ill-conditioned systems (a plan close to a permutation, e.g. self-transport)
 a few CG iterations make little progress; for small ``m`` such a step's
 system is factorised instead. The column error is read from the stored
