@@ -82,6 +82,8 @@ class NewtonState(NamedTuple):
       Sinkhorn iteration).
     fresh: ``plan`` is the plan of ``g`` (else of the last trial, refused): the next iteration solves for a new
       direction.
+    staged: iterating at the stage's epsilon (``newton_tail``'s ``stage``; ``False`` without one).
+    restart: the stage has ended: the next iteration evaluates ``g`` at the target epsilon, accepted.
 
   ``g``, ``f``, ``dual``, ``columns``, ``error`` and ``noise`` are the accepted point's; ``plan`` the plan of the
   last point evaluated, the only ``[n, m]`` array carried.
@@ -101,6 +103,8 @@ class NewtonState(NamedTuple):
   delta: jax.Array
   tries: jax.Array
   fresh: jax.Array
+  staged: jax.Array
+  restart: jax.Array
 
 
 def row_update(cost: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, epsilon: Any):
@@ -329,37 +333,32 @@ def newton_tail(
   max_iterations = trace.shape[0]
   g = jnp.where(b > 0, g, -jnp.inf)
 
-  def record(state: NewtonState, accepted: Any = True, at_target: bool = True, report: bool = True) -> NewtonState:
-    """Logs an accepted iteration; a stage's errors (``at_target=False``) are not the target's: ``inf``."""
+  def record(state: NewtonState, accepted: Any = True, at_target: Any = True, report: Any = True) -> NewtonState:
+    """Logs an accepted iteration; a stage's errors (``at_target`` false) are not the target's: ``inf``.
+
+    ``at_target`` and ``report`` are ``True`` or traced booleans.
+    """
     k = state.k + jnp.asarray(accepted, state.k.dtype)
-    if at_target:
-      err = reported_error(state.error, state.k, min_iterations, max_iterations)
-      done = (k >= max_iterations) | ((k >= max(min_iterations, 1)) & ~(err >= threshold))
-    else:
-      err = jnp.asarray(jnp.inf, state.error.dtype)
-      done = (k >= max_iterations - 1) | ~(state.error >= stage[2])
+    err = reported_error(state.error, state.k, min_iterations, max_iterations)
+    done = (k >= max_iterations) | ((k >= max(min_iterations, 1)) & ~(err >= threshold))
+    if at_target is not True:  # a stage ends below its own threshold, with one iteration left for the target
+      err = jnp.where(at_target, err, jnp.asarray(jnp.inf, err.dtype))
+      done = jnp.where(at_target, done, (k >= max_iterations - 1) | ~(state.error >= stage[2]))
     trace = state.trace.at[state.k].set(jnp.where(accepted, err, state.trace[state.k]))
-    if progress is not None and report:
-      if accepted is True:
+    if progress is not None:
+      call = accepted if report is True else report & accepted
+      if call is True:
         progress(k, trace)
       else:
-        jax.lax.cond(accepted, lambda: progress(k, trace), lambda: None)
+        jax.lax.cond(call, lambda: progress(k, trace), lambda: None)
     return state._replace(k=k, trace=trace, done=done & accepted)
 
-  def at_point(state: NewtonState, g: jax.Array, epsilon) -> NewtonState:
-    """``state`` moved to ``g``, accepted: its row update, plan and statistics; a new direction next."""
-    f, plan, columns, stats = _row_pass(cost, a, b, g, epsilon)
-    return state._replace(
-      g=g,
-      f=f,
-      plan=plan,
-      columns=columns,
-      dual=stats.dual,
-      noise=stats.noise,
-      error=stats.error,
-      tries=jnp.zeros_like(state.tries),
-      fresh=jnp.ones_like(state.fresh),
-    )
+  def leave_stage(state: NewtonState, in_stage: Any) -> NewtonState:
+    """A stage that is done hands over to the target: one more iteration (``restart``), not a stop."""
+    if stage is None:
+      return state
+    leave = in_stage & state.done
+    return state._replace(staged=in_stage & ~leave, restart=leave, done=state.done & ~in_stage)
 
   def forcing(state: NewtonState, tol: Any) -> jax.Array:
     """CG's tolerance for a step from ``state``: tighter where one step may reach ``tol`` (:data:`LAST_STEP`).
@@ -398,7 +397,7 @@ def newton_tail(
     factorised = lambda: _direct_direction(state.plan, a, b, state.columns, epsilon, state.damping)[0]  # noqa: E731
     return jax.lax.cond(solved, lambda: delta, factorised)
 
-  def iteration(state: NewtonState, epsilon, at_target: bool) -> NewtonState:
+  def iteration(state: NewtonState) -> NewtonState:
     r"""One trial, one exponential pass: the Newton point ``g + 2**-tries delta``, or a Sinkhorn iteration.
 
     A new direction is solved only after an accepted point (``fresh``); a refused trial's plan is dropped, and
@@ -406,22 +405,39 @@ def newton_tail(
     refused trials, a Sinkhorn iteration: :math:`\mathcal T_b f=g+\varepsilon\log(b/c)` from the accepted
     point's columns ``c`` (no exponential; a column whose mass underflowed moves toward it by a bounded step,
     which still raises the dual), always accepted.
+
+    The stage and the target share this one loop body (``staged`` picks the epsilon; compiled once): after
+    the stage, a ``restart`` evaluates the stage's last ``g`` at the target epsilon, always accepted, with the
+    first damping.
     """
-    tol = threshold if at_target and last_step else None
-    delta = jax.lax.cond(state.fresh, lambda: direction(state, epsilon, tol), lambda: state.delta)
+    if stage is None:
+      in_stage, restart, eps = False, False, epsilon
+    else:
+      in_stage, restart = state.staged, state.restart
+      eps = jnp.where(in_stage, stage[1], epsilon)
+    # A stage's steps use cg_tolerance: forcing() does too on a staged problem (its small_epsilon).
+    tol = threshold if last_step else None
+    fresh = state.fresh if stage is None else state.fresh & ~restart
+    delta = jax.lax.cond(fresh, lambda: direction(state, eps, tol), lambda: state.delta)
     sinkhorn = state.tries > halvings
+    sinkhorn = sinkhorn if stage is None else sinkhorn & ~restart
     t = jnp.asarray(0.5, state.dual.dtype) ** state.tries.astype(state.dual.dtype)
-    _, diag, _ = _system(a, b, state.columns, epsilon)
+    _, diag, _ = _system(a, b, state.columns, eps)
     pos_b = b > 0
-    g_sinkhorn = jnp.where(pos_b, state.g + epsilon * jnp.log(jnp.where(pos_b, b, 1.0) / diag), -jnp.inf)
+    g_sinkhorn = jnp.where(pos_b, state.g + eps * jnp.log(jnp.where(pos_b, b, 1.0) / diag), -jnp.inf)
     g_trial = jnp.where(sinkhorn, g_sinkhorn, state.g + t * delta)
-    f, plan, columns, stats = _row_pass(cost, a, b, g_trial, epsilon)
+    if stage is not None:
+      g_trial = jnp.where(restart, state.g, g_trial)
+    f, plan, columns, stats = _row_pass(cost, a, b, g_trial, eps)
     # The dual rises; or, where its change is within round-off (near the solution), the column error falls.
     rises = (stats.dual >= state.dual) | ((stats.dual >= state.dual - state.noise) & (stats.error < state.error))
-    accepted = sinkhorn | rises
+    accepted = sinkhorn | rises | restart
     # Trust the model more after a full step, less after a shortened one or a Sinkhorn iteration.
     factor = jnp.where(sinkhorn, 8.0, jnp.where(state.tries == 0, 0.25, 2.0)).astype(state.damping.dtype)
     keep = lambda new, old: jnp.where(accepted, new, old)  # noqa: E731  vectors and scalars only
+    new_damping = keep(jnp.clip(state.damping * factor, 1e-6, 1e3), state.damping)
+    if stage is not None:
+      new_damping = jnp.where(restart, jnp.asarray(damping, new_damping.dtype), new_damping)
     new = state._replace(
       g=keep(g_trial, state.g),
       f=keep(f, state.f),
@@ -430,18 +446,19 @@ def newton_tail(
       dual=keep(stats.dual, state.dual),
       noise=keep(stats.noise, state.noise),
       error=keep(stats.error, state.error),
-      damping=keep(jnp.clip(state.damping * factor, 1e-6, 1e3), state.damping),
+      damping=new_damping,
       delta=delta,
       tries=jnp.where(accepted, 0, state.tries + 1),
       fresh=accepted,
+      restart=jnp.zeros_like(state.restart),
     )
-    return record(new, accepted, at_target)
+    return leave_stage(record(new, accepted, True if stage is None else ~in_stage), in_stage)
 
   if stage is not None:  # a stage needs one iteration left after it
     staged = stage[0] & (k < max_iterations - 1)
     start_epsilon = jnp.where(staged, stage[1], epsilon)
   else:
-    start_epsilon = epsilon
+    staged, start_epsilon = jnp.zeros((), bool), epsilon
   f, plan, columns, stats = _row_pass(cost, a, b, g, start_epsilon)
   state = NewtonState(
     k,
@@ -458,14 +475,11 @@ def newton_tail(
     jnp.zeros_like(g),
     jnp.zeros((), jnp.int32),
     jnp.ones((), bool),
+    staged,
+    jnp.zeros((), bool),
   )
-  if stage is not None:
-
-    def staged_solve(state):
-      state = record(state, at_target=False, report=False)
-      state = jax.lax.while_loop(lambda s: ~s.done, lambda s: iteration(s, stage[1], False), state)
-      return at_point(state, state.g, epsilon)._replace(damping=jnp.asarray(damping, state.dual.dtype))
-
-    state = jax.lax.cond(staged, staged_solve, lambda s: s, state)
-  state = record(state)
-  return jax.lax.while_loop(lambda s: ~s.done, lambda s: iteration(s, epsilon, True), state)
+  if stage is None:
+    state = record(state)
+  else:  # the stage's first error is not reported
+    state = leave_stage(record(state, at_target=~staged, report=~staged), staged)
+  return jax.lax.while_loop(lambda s: ~s.done, iteration, state)
