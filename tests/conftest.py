@@ -93,6 +93,20 @@ def rng():
 
 
 @pytest.fixture
+def compile_events():
+  """The names of JAX's compile events (trace, lowering, backend compile) recorded while the test runs."""
+  events = []
+
+  def listen(name, duration, **kwargs):
+    if name.startswith("/jax/core/compile/"):
+      events.append(name)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  yield events
+  jax.monitoring.unregister_event_duration_listener(listen)
+
+
+@pytest.fixture
 def x64():
   """Run the test in float64 (reference comparisons)."""
   with jax.enable_x64(True):

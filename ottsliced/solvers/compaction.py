@@ -12,17 +12,31 @@ potentials go back to their atoms (``-inf`` elsewhere, as the dense solve
 returns them).
 
 Under ``jax.vmap`` the level is the batch's smallest (the largest support sets
-the size): one branch runs for the whole batch, not every branch.
+the size): one branch runs for the whole batch, not every branch. Where the
+weights are concrete (an eager call, or weights that are constants of the
+traced program, such as OTT's uniform ``None``), :func:`static_level` reads
+the level on the host and only that size is compiled: half the compile time
+of the solve (mixtures n=1,000, d=3: 9.8 s against 5.2 s, trace and compile).
 """
 
 import math
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from ott.geometry import geometry, pointcloud
 
-__all__ = ["COMPACTION_LEVELS", "COMPACTION_MIN_ENTRIES", "compaction_applies", "compaction_level", "solve_compacted"]
+from ottsliced._internal import validation
+
+__all__ = [
+  "COMPACTION_LEVELS",
+  "COMPACTION_MIN_ENTRIES",
+  "compaction_applies",
+  "compaction_level",
+  "solve_compacted",
+  "static_level",
+]
 
 # Sizes n / 2**level for level 0..COMPACTION_LEVELS; each level is one more compiled solve. A level for n / 4 was
 # no faster on MNIST (the median pair fits n / 2; 1.92 against 2.07 ms to 1e-2) and cost 1.3 s more compile.
@@ -39,7 +53,8 @@ def compaction_applies(geom: Any) -> bool:
   number (a ``"mean"`` or ``"max_cost"`` scale would change with the points);
   any other geometry with a stored cost matrix restricts that matrix.
   """
-  if getattr(geom, "is_online", False) or not hasattr(geom, "cost_matrix"):
+  # Static attributes only: ``cost_matrix`` is a property that computes the matrix.
+  if getattr(geom, "is_online", False) or not hasattr(type(geom), "cost_matrix"):
     return False
   if geom.shape[0] * geom.shape[1] < COMPACTION_MIN_ENTRIES:
     return False
@@ -48,13 +63,24 @@ def compaction_applies(geom: Any) -> bool:
   return type(geom) is geometry.Geometry
 
 
-def _level(a: jax.Array, b: jax.Array) -> jax.Array:
-  """The largest level whose sizes hold both supports (``0``: the full problem)."""
-  level = jnp.zeros((), jnp.int32)
+def _level(a: Any, b: Any, xp: Any = jnp) -> Any:
+  """The largest level whose sizes hold both supports (``0``: the full problem); ``xp``: ``jnp`` or ``np``."""
+  level = xp.zeros((), xp.int32)
   for k in range(1, COMPACTION_LEVELS + 1):
-    fits = (jnp.sum(a > 0) <= math.ceil(a.shape[-1] / 2**k)) & (jnp.sum(b > 0) <= math.ceil(b.shape[-1] / 2**k))
-    level = jnp.where(fits, k, level)
+    fits = (xp.sum(a > 0) <= math.ceil(a.shape[-1] / 2**k)) & (xp.sum(b > 0) <= math.ceil(b.shape[-1] / 2**k))
+    level = xp.where(fits, k, level)
   return level
+
+
+def static_level(a: Any, b: Any) -> Optional[int]:
+  """The level of weights ``a [n]``, ``b [m]`` known before compiling; ``None`` for traced weights.
+
+  Concrete weights (an eager call, or constants of the traced program) are
+  read on the host, and :func:`solve_compacted` then compiles that size only.
+  """
+  if not validation.is_concrete(a, b) or np.ndim(a) != 1 or np.ndim(b) != 1:
+    return None
+  return int(_level(np.asarray(a), np.asarray(b), xp=np))
 
 
 @jax.custom_batching.custom_vmap
@@ -79,7 +105,9 @@ def _restrict(geom: Any, rows: jax.Array, cols: jax.Array) -> Any:
   return geometry.Geometry(cost_matrix=geom.cost_matrix[rows][:, cols], epsilon=geom.epsilon)
 
 
-def solve_compacted(solve: Solve, geom: Any, a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array):
+def solve_compacted(
+  solve: Solve, geom: Any, a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array, level: Optional[int] = None
+):
   """``solve(geom, a, b, f, g) -> (f, g, trace)`` on the support's size, the potentials back on every atom.
 
   Args:
@@ -89,10 +117,14 @@ def solve_compacted(solve: Solve, geom: Any, a: jax.Array, b: jax.Array, f: jax.
     b: ``[m]`` target weights.
     f: ``[n]`` start (``-inf`` at zero weights).
     g: ``[m]`` start (``-inf`` at zero weights).
+    level: the level when known before compiling (:func:`static_level`): that size only is compiled;
+      ``None``: every size is, and the weights pick one at run time (:func:`compaction_level`).
 
   Returns:
     ``(f [n], g [m], trace)``: ``solve``'s, ``-inf`` at the atoms outside the solved size.
   """
+  if level == 0:
+    return solve(geom, a, b, f, g)
   n, m = geom.shape
   rows = jnp.argsort(a <= 0, stable=True)  # positive weights first, in their order
   cols = jnp.argsort(b <= 0, stable=True)
@@ -108,5 +140,7 @@ def solve_compacted(solve: Solve, geom: Any, a: jax.Array, b: jax.Array, f: jax.
 
     return branch
 
+  if level is not None:
+    return at_level(level)((geom, a, b, f, g))
   level = compaction_level(jax.lax.stop_gradient(a), jax.lax.stop_gradient(b))
   return jax.lax.switch(level, [at_level(k) for k in range(COMPACTION_LEVELS + 1)], (geom, a, b, f, g))

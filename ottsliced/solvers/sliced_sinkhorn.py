@@ -91,7 +91,7 @@ from ottsliced.sliced.directions import directions
 from ottsliced.sliced.support import BoundSupport, bind_supports, bound_projections
 from ottsliced.solvers import annealing as annealing_lib
 from ottsliced.solvers import newton
-from ottsliced.solvers.compaction import compaction_applies, solve_compacted
+from ottsliced.solvers.compaction import compaction_applies, solve_compacted, static_level
 from ottsliced.solvers.iterations import reported_error
 
 __all__ = [
@@ -716,6 +716,14 @@ class SlicedSinkhorn:
   ) -> sinkhorn.SinkhornOutput:
     """Solve ``prob`` (any OTT geometry: see the class docstring); ``init=(f, g)`` bypasses the initializer.
 
+    Compiled as one program per shapes and options (``jax.jit`` here, at the
+    API boundary): called directly, without a ``jit`` of yours, the first call
+    compiles and later calls with the same shapes reuse it (OTT's ``Sinkhorn``
+    compiles its loop again at every direct call: ``benchmarks/eager_calls.py``).
+    Inside your own ``jit``, ``vmap`` or ``grad`` it is traced as part of yours.
+    Concrete weights (a direct call, or ``None``: uniform) also tell which
+    compaction size to compile (:func:`~ottsliced.solvers.compaction.static_level`).
+
     Args:
       prob: OTT's ``LinearProblem``. An unbalanced one (``tau_a`` or
         ``tau_b`` below 1) is solved by OTT's own iterations (:meth:`ott_reasons`).
@@ -732,20 +740,9 @@ class SlicedSinkhorn:
     if self.ott_reasons(prob):
       return self.ott_solver()(prob, init, **kwargs)
     self._check(prob)
-    f, g, trace = _implicit_potentials(self, prob, init, kwargs)
-    if self.recenter_potentials:  # OTT's balanced recentering: f of mean zero over its finite entries
-      finite = jnp.isfinite(f)
-      shift = jnp.sum(jnp.where(finite, f, 0.0)) / jnp.sum(finite)
-      f, g = f - shift, g + shift
-    threshold = jnp.asarray(self.threshold, dtype=f.dtype)
-    last = jnp.maximum(jnp.sum(trace != -1) - 1, 0)
-    err = trace[last]
-    out = sinkhorn.SinkhornOutput(
-      (f, g), errors=trace, threshold=threshold, converged=jnp.isfinite(err) & (err < threshold), inner_iterations=1
-    )
-    use_danskin = self.ott_keywords["use_danskin"]
-    use_danskin = True if use_danskin is None else bool(use_danskin)
-    return out.set_cost(prob, lse_mode=True, use_danskin=use_danskin).set(ot_prob=prob)
+    level = static_level(prob.a, prob.b) if self.uses_newton(prob) and compaction_applies(prob.geom) else None
+    arrays = all(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in jax.tree_util.tree_leaves(kwargs))
+    return (_output_compiled if arrays else _output)(self, prob, init, kwargs, level)
 
   def _axis_start(self, geom: Any, cost: jax.Array, a: jax.Array, b: jax.Array, plan: Any):
     """``(f [n], g [m], fits)`` of a cold start from :func:`axis_potential`; ``None`` where it does not apply.
@@ -802,8 +799,8 @@ class SlicedSinkhorn:
     start_g = lambda: newton.column_update(cost, b, f, epsilon)  # noqa: E731
     return False, jax.lax.cond(k > 0, lambda: g, start_g) if scheduled else start_g()
 
-  def _iterate(self, prob: linear_problem.LinearProblem, init: Any, init_kwargs: Any):
-    """The solve on this solver's path: ``(f [n], g [m], errors [max_iterations])``."""
+  def _iterate(self, prob: linear_problem.LinearProblem, init: Any, init_kwargs: Any, level: Optional[int] = None):
+    """The solve on this solver's path: ``(f [n], g [m], errors [max_iterations])``; ``level``: of the compaction."""
     geom, a, b = prob.geom, prob.a, prob.b
     use_newton = self.uses_newton(prob)
     points = has_points(geom)
@@ -815,7 +812,7 @@ class SlicedSinkhorn:
     plan = self._schedule(init, use_newton)
     if use_newton:  # on the weights' support where it is a fraction of the atoms
       solve = functools.partial(self._newton_path, plan=plan, g_predicted=g_predicted)
-      return solve_compacted(solve, geom, a, b, f, g) if compaction_applies(geom) else solve(geom, a, b, f, g)
+      return solve_compacted(solve, geom, a, b, f, g, level) if compaction_applies(geom) else solve(geom, a, b, f, g)
     f, g, trace, k, _, _ = self._sweeps(geom, a, b, f, g, plan, use_newton=False)
     threshold = jnp.asarray(self.threshold, dtype=f.dtype)
     if points:
@@ -1006,18 +1003,46 @@ class SlicedSinkhorn:
     )
 
 
-@jax.custom_vjp
-def _implicit_potentials(solver: SlicedSinkhorn, prob: linear_problem.LinearProblem, init: Any, init_kwargs: Any):
+def _output(
+  solver: SlicedSinkhorn, prob: linear_problem.LinearProblem, init: Any, init_kwargs: Any, level: Optional[int]
+) -> sinkhorn.SinkhornOutput:
+  """:meth:`SlicedSinkhorn.__call__` on this solver's path, after the host-side checks; ``level``: of the compaction
+  where the weights are concrete (:func:`~ottsliced.solvers.compaction.static_level`)."""
+  f, g, trace = _implicit_potentials(solver, prob, init, init_kwargs, level)
+  if solver.recenter_potentials:  # OTT's balanced recentering: f of mean zero over its finite entries
+    finite = jnp.isfinite(f)
+    shift = jnp.sum(jnp.where(finite, f, 0.0)) / jnp.sum(finite)
+    f, g = f - shift, g + shift
+  threshold = jnp.asarray(solver.threshold, dtype=f.dtype)
+  last = jnp.maximum(jnp.sum(trace != -1) - 1, 0)
+  err = trace[last]
+  out = sinkhorn.SinkhornOutput(
+    (f, g), errors=trace, threshold=threshold, converged=jnp.isfinite(err) & (err < threshold), inner_iterations=1
+  )
+  use_danskin = solver.ott_keywords["use_danskin"]
+  use_danskin = True if use_danskin is None else bool(use_danskin)
+  return out.set_cost(prob, lse_mode=True, use_danskin=use_danskin).set(ot_prob=prob)
+
+
+# One compiled program per shapes and options: an eager call compiles once and later calls with the same shapes
+# reuse it (run op by op, each call would compile its loops again); inside a user's jit it is inlined.
+_output_compiled = jax.jit(_output, static_argnames="level")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _implicit_potentials(
+  solver: SlicedSinkhorn, prob: linear_problem.LinearProblem, init: Any, init_kwargs: Any, level: Optional[int]
+):
   """``solver._iterate``, differentiated implicitly by the solver's ``ImplicitDiff`` (as OTT's ``Sinkhorn``)."""
-  return solver._iterate(prob, init, init_kwargs)
+  return solver._iterate(prob, init, init_kwargs, level)
 
 
-def _implicit_potentials_fwd(solver, prob, init, init_kwargs):
-  f, g, trace = solver._iterate(prob, init, init_kwargs)
+def _implicit_potentials_fwd(solver, prob, init, init_kwargs, level):
+  f, g, trace = solver._iterate(prob, init, init_kwargs, level)
   return (f, g, trace), (f, g, prob, solver)
 
 
-def _implicit_potentials_bwd(res, cotangents):
+def _implicit_potentials_bwd(level, res, cotangents):
   # The optimality conditions at the returned (f, g), pulled back to the problem (geometry and weights);
   # no cotangent for the solver's leaves, the start or the error trace.
   f, g, prob, solver = res

@@ -85,4 +85,7 @@ def solve(
   prob = linear_problem.LinearProblem(geom, a=a, b=b, tau_a=tau_a, tau_b=tau_b)
   if rank > 0:
     return sinkhorn_lr.LRSinkhorn(rank=rank, **kwargs)(prob)
-  return _run(SlicedSinkhorn(**kwargs), prob)
+  solver = SlicedSinkhorn(**kwargs)
+  # The solver's own path compiles itself (once per shapes and options); OTT's Sinkhorn, where it runs, is compiled
+  # here, as OTT's loop would be compiled again at every call.
+  return _run(solver, prob) if solver.ott_reasons(prob) else solver(prob)

@@ -9,7 +9,7 @@ from ott.geometry import geometry, pointcloud
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
-from ottsliced.solvers import compaction
+from ottsliced.solvers import compaction, sliced_sinkhorn
 from ottsliced.solvers.sliced_sinkhorn import SlicedSinkhorn
 
 
@@ -61,6 +61,38 @@ def test_level_holds_both_supports_and_takes_the_batch_largest():
   np.testing.assert_array_equal(jax.vmap(compaction.compaction_level)(a, b), [0, 0, 0])
   np.testing.assert_array_equal(jax.vmap(compaction.compaction_level, in_axes=(0, None))(a, b[0]), [0, 0, 0])
   np.testing.assert_array_equal(jax.vmap(compaction.compaction_level)(a[::2], b[::2]), [1, 1])
+
+
+def test_static_level_is_the_run_time_level():
+  def weights(n, support):
+    return (np.arange(n) < support).astype(np.float32)
+
+  for (n, sn), (m, sm) in [((100, 50), (80, 40)), ((100, 51), (80, 40)), ((101, 51), (79, 40)), ((100, 100), (80, 80))]:
+    a, b = weights(n, sn), weights(m, sm)
+    assert compaction.static_level(a, b) == int(compaction.compaction_level(a, b))
+  seen = []
+  jax.jit(lambda a, b: seen.append(compaction.static_level(a, b)) or a)(a, b)  # traced: picked at run time
+  assert seen == [None]
+
+
+@pytest.mark.parametrize(("supports", "level"), [((90, 80), 1), ((300, 20), 0)])
+def test_a_direct_call_compiles_its_level_only(x64, supports, level):
+  """Concrete weights: the level is read on the host, one solve is compiled (not one per level); same potentials."""
+  x, y, a, b = _sparse_problem(4, 400, 380, *supports)
+  prob = _prob(x, y, a, b, 0.05)
+  solver = SlicedSinkhorn(threshold=1e-9, max_iterations=500)
+  assert compaction.static_level(prob.a, prob.b) == level
+  out = solver(prob)
+  f, g, _ = _solve(solver, prob)  # weights traced: every level compiled, this one picked at run time
+  np.testing.assert_allclose(out.f[a > 0], f[a > 0], atol=1e-8)
+  np.testing.assert_allclose(out.g[b > 0], g[b > 0], atol=1e-8)
+  assert np.all(np.isneginf(np.asarray(out.f)[a == 0]))
+
+  def loops(level):
+    lowered = sliced_sinkhorn._output_compiled.lower(solver, prob, None, {}, level=level)
+    return lowered.as_text().count("stablehlo.while")
+
+  assert 0 < loops(level) < loops(None)
 
 
 @pytest.mark.parametrize(("supports", "level"), [((90, 80), 1), ((190, 170), 1), ((300, 20), 0)])

@@ -148,6 +148,28 @@ def test_jits_once_for_new_coefficients(digits_test):
   assert int(jnp.sum(third != -1)) < int(jnp.sum(first != -1))
 
 
+def test_direct_calls_compile_once_per_shapes(compile_events):
+  """Called without a jit of the user's, the first call compiles and the next ones (same shapes) run it."""
+  rs = np.random.default_rng(31)
+  solver = SlicedSinkhorn()
+  problems = []
+  for _ in range(3):
+    x, a = random_measure(rs, 30, 3)
+    y, b = random_measure(rs, 40, 3)
+    problems.append(linear_problem.LinearProblem(pointcloud.PointCloud(x, y + 0.3, epsilon=0.05), a, b))
+  solver(problems[0])
+  assert compile_events  # the listener hears this solve's compilation (traced at least)
+  compile_events.clear()
+  outputs = [solver(prob) for prob in problems[1:]]
+  assert compile_events == []
+  in_a_jit = jax.jit(lambda solver, prob: solver(prob).potentials)
+  for prob, out in zip(problems[1:], outputs):
+    f, g = in_a_jit(solver, prob)
+    np.testing.assert_allclose(out.f, f, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out.g, g, rtol=1e-6, atol=1e-6)
+    assert float(out.errors[int(out.n_iters) - 1]) < solver.threshold
+
+
 def test_bad_input_gets_clear_errors(digits_test):
   theta = ots.directions(jax.random.key(0), 2, 16)
   with pytest.raises(ValueError, match="steps"):
