@@ -263,20 +263,20 @@ class SROT:
     self.inner_iterations = int(inner_iterations)
 
   def tree_flatten(self):  # noqa: D102
-    aux = {
-      "num_directions": self.num_directions,
-      "smoothing": self.smoothing,
-      "threshold": self.threshold,
-      "max_iterations": self.max_iterations,
-      "inner_iterations": self.inner_iterations,
-    }
+    aux = (
+      ("num_directions", self.num_directions),
+      ("smoothing", self.smoothing),
+      ("threshold", self.threshold),
+      ("max_iterations", self.max_iterations),
+      ("inner_iterations", self.inner_iterations),
+    )  # hashable: the static part of a jit's key
     return (self.directions, self.rng), aux
 
   @classmethod
   def tree_unflatten(cls, aux, children):  # noqa: D102
     obj = object.__new__(cls)
     obj.directions, obj.rng = children
-    for k, v in aux.items():
+    for k, v in aux:
       setattr(obj, k, v)
     return obj
 
@@ -293,7 +293,7 @@ class SROT:
   def __call__(
     self, prob: linear_problem.LinearProblem, init: Optional[Tuple[Optional[jax.Array], Optional[jax.Array]]] = None
   ) -> SROTOutput:
-    """Solve ``prob``.
+    """Solve ``prob``; compiled once per shapes and options (a direct call does not compile its loop again).
 
     Args:
       prob: OTT ``LinearProblem`` over a ``PointCloud`` (dense or online, any
@@ -325,7 +325,8 @@ class SROT:
     g0 = None if init is None else init[1]
     if g0 is not None and tuple(np.shape(g0)) != ys[:1]:
       raise ValueError(f"`init` g must have shape {ys[:1]}, got {tuple(np.shape(g0))}.")
-    return _solve(self, geom, prob.a, prob.b, theta, g0)
+    # Compiled once per shapes and options (called directly, the loop is not compiled again at every call).
+    return _solve_compiled(self, geom, prob.a, prob.b, theta, g0)._replace(smoothing=self.smoothing)
 
   def _loop(self, kernel: _Kernel, geom: pointcloud.PointCloud, g0: jax.Array) -> _State:
     """Blocks of ``inner_iterations`` sweeps (target update, then source update) until the error is small."""
@@ -386,3 +387,6 @@ def _solve(
   cost = jnp.sum(jnp.where(a > 0, f * a, 0.0)) + jnp.sum(jnp.where(b > 0, g * b, 0.0)) - eps * (mass_p - mass_q)
   converged = state.err < solver.threshold
   return SROTOutput(f, g, state.errors, converged, state.it, cost, geom, a, b, jax.lax.stop_gradient(plan), s)
+
+
+_solve_compiled = jax.jit(_solve)

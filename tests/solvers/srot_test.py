@@ -154,6 +154,24 @@ def test_vmap_over_problems_matches_single_solves():
     assert int(iters[k]) == int(it)
 
 
+def test_direct_calls_compile_once_per_shapes(compile_events):
+  """Called without a jit of the user's, the first call compiles and the next ones (same shapes) run it."""
+  probs = [_problem(s, n=16, m=16) for s in range(3)]
+  solver = ots.SROT(smoothing=0.5)
+  solver(probs[0])
+  assert compile_events
+  compile_events.clear()
+  outputs = [solver(prob) for prob in probs[1:]]
+  assert compile_events == []
+  in_a_jit = jax.jit(lambda solver, prob: solver(prob))
+  for prob, out in zip(probs[1:], outputs):
+    ref = in_a_jit(solver, prob)
+    np.testing.assert_allclose(out.f, ref.f, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out.reg_ot_cost, ref.reg_ot_cost, rtol=1e-6)
+    assert out.smoothing == 0.5
+    assert bool(out.converged)
+
+
 def test_stopping_rule_warm_start_and_epsilon_scheduler(x64):
   prob = _problem(6)
   out = ots.SROT(threshold=1e-3)(prob)
