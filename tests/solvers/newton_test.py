@@ -87,12 +87,13 @@ def test_a_stage_at_a_larger_epsilon_first_records_inf_and_ends_at_otts_solution
   geom, a, b = prob.geom, prob.a, prob.b
   start, k0, trace = jnp.where(b > 0, 0.0, -jnp.inf), jnp.asarray(3, jnp.int32), -jnp.ones(500)
 
-  def tail(staged, length=500):
-    return newton.newton_tail(
-      geom.cost_matrix, a, b, 0.005, start, k0, trace[:length], 1e-10, stage=(staged, 0.02, 1e-2)
-    )
+  def tail(staged, eps, length=500):
+    return newton.newton_tail(geom.cost_matrix, a, b, eps, start, k0, trace[:length], 1e-10, stage=(staged, 0.02, 1e-2))
 
-  staged, plain = jax.jit(lambda: tail(True))(), jax.jit(lambda: tail(False))()
+  # Epsilon traced, as SlicedSinkhorn passes it: the stage and the target share one loop whose epsilon is selected
+  # at run time (a Python float would be folded into one of the programs compared below only, a round-off change).
+  eps = jnp.asarray(0.005)
+  staged, plain = jax.jit(lambda e: tail(True, e))(eps), jax.jit(lambda e: tail(False, e))(eps)
   ref = sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=200_000)(prob)
   for state in (staged, plain):
     np.testing.assert_allclose(geom.transport_from_potentials(state.f, state.g), ref.matrix, atol=1e-9)
@@ -104,18 +105,12 @@ def test_a_stage_at_a_larger_epsilon_first_records_inf_and_ends_at_otts_solution
   assert np.all(np.isfinite(errors[3 + stage : k]))
   assert errors[k - 1] < 1e-10
   assert np.all(errors[k:] == -1)
-  # Not staged: as without a stage, no inf. The stage and the target share one loop whose epsilon is selected at
-  # run time, so both run with epsilon traced, as in SlicedSinkhorn (a Python float would be folded into one of
-  # the two programs only, a round-off difference).
-  eps = jnp.asarray(0.005)
-  not_staged = jax.jit(
-    lambda e: newton.newton_tail(geom.cost_matrix, a, b, e, start, k0, trace, 1e-10, stage=(False, 0.02, 1e-2))
-  )(eps)
+  # Not staged: as without a stage, no inf.
   unstaged = jax.jit(lambda e: newton.newton_tail(geom.cost_matrix, a, b, e, start, k0, trace, 1e-10))(eps)
-  np.testing.assert_array_equal(not_staged.trace, unstaged.trace)
-  np.testing.assert_array_equal(not_staged.g, unstaged.g)
+  np.testing.assert_array_equal(plain.trace, unstaged.trace)
+  np.testing.assert_array_equal(plain.g, unstaged.g)
   # A stage never takes the last iteration: with 5 entries (3 taken) the target gets one.
-  short = jax.jit(lambda: tail(True, 5))()
+  short = jax.jit(lambda e: tail(True, e, 5))(eps)
   assert int(short.k) == 5
   assert np.isinf(short.trace[3])
   assert np.isfinite(short.trace[4])
