@@ -1006,8 +1006,11 @@ class SlicedSinkhorn:
 def _output(
   solver: SlicedSinkhorn, prob: linear_problem.LinearProblem, init: Any, init_kwargs: Any, level: Optional[int]
 ) -> sinkhorn.SinkhornOutput:
-  """:meth:`SlicedSinkhorn.__call__` on this solver's path, after the host-side checks; ``level``: of the compaction
-  where the weights are concrete (:func:`~ottsliced.solvers.compaction.static_level`)."""
+  """The body of :meth:`SlicedSinkhorn.__call__` on this solver's path, after the host-side checks.
+
+  ``level`` is the compaction level where the weights are concrete
+  (:func:`~ottsliced.solvers.compaction.static_level`), else ``None``.
+  """
   f, g, trace = _implicit_potentials(solver, prob, init, init_kwargs, level)
   if solver.recenter_potentials:  # OTT's balanced recentering: f of mean zero over its finite entries
     finite = jnp.isfinite(f)
