@@ -156,7 +156,6 @@ def _one_slice(s, a, t, b, centering: str) -> Tuple[jax.Array, jax.Array]:
 
 def check_centering(centering: str) -> None:
   """Raise ``ValueError`` unless ``centering`` is one of ``"weighted"``, ``"mean"``, ``"none"``."""
-  """Raise ``ValueError`` unless ``centering`` is one of ``"weighted"``, ``"mean"``, ``"none"``."""
   if centering not in _CENTERINGS:
     raise ValueError(f"`centering` must be one of {_CENTERINGS}, got {centering!r}.")
 
