@@ -25,7 +25,7 @@ def pytest_addoption(parser):
     action="store_true",
     default=False,
     help="also run tests/solvers/ott_contract_test.py with OTT's own solver, the control that shows each restated "
-    "OTT test still describes OTT (123 more cases, about 4.5 minutes on 2 cores)",
+    "OTT test still describes OTT (123 more cases; the file took 5:55 without, 8:49 with it on 2 workers)",
   )
 
 
