@@ -158,6 +158,8 @@ class SphereGeodesic(costs.CostFn):
     delta: clipping margin (static, pytree aux data).
   """
 
+  symmetric = True  # c(u, v) = c(v, u): solvers may form the transposed cost matrix directly
+
   def __init__(self, delta: float = 1e-7):
     super().__init__()
     delta = float(delta)

@@ -153,21 +153,32 @@ def _row_pass(cost: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, epsilon
   return f, (e, r), columns, _RowStats(dual, 8.0 * jnp.finfo(scale.dtype).eps * scale, error)
 
 
-def column_update(cost: jax.Array, b: jax.Array, f: jax.Array, epsilon: Any) -> jax.Array:
-  r""":math:`g=\mathcal T_b f` ``[m]`` (columns exact), ``-inf`` at zero weights: one exponential pass."""
-  return column_update_rows(cost, b, f, epsilon)[0]
+def column_update(cost: jax.Array, b: jax.Array, f: jax.Array, epsilon: Any, transposed: bool = False) -> jax.Array:
+  r""":math:`g=\mathcal T_b f` ``[m]`` (columns exact), ``-inf`` at zero weights: one exponential pass.
+
+  ``cost`` is ``[n, m]``, or ``[m, n]`` with ``transposed`` (static).
+  """
+  return column_update_rows(cost, b, f, epsilon, transposed)[0]
 
 
-def column_update_rows(cost: jax.Array, b: jax.Array, f: jax.Array, epsilon: Any) -> Tuple[jax.Array, jax.Array]:
-  r"""``(g [m], rows [n])``: :math:`g=\mathcal T_b f` and the row sums of the plan of ``(f, g)``, one exp pass."""
-  z = (f[:, None] - cost) / epsilon
-  top = jnp.max(z, axis=0, keepdims=True)
+def column_update_rows(
+  cost: jax.Array, b: jax.Array, f: jax.Array, epsilon: Any, transposed: bool = False
+) -> Tuple[jax.Array, jax.Array]:
+  r"""``(g [m], rows [n])``: :math:`g=\mathcal T_b f` and the row sums of the plan of ``(f, g)``, one exp pass.
+
+  ``cost`` is ``[n, m]``, or ``[m, n]`` with ``transposed`` (static): the
+  matrix as the caller holds it, read in its own layout.
+  """
+  axis = 1 if transposed else 0
+  z = ((f[None, :] if transposed else f[:, None]) - cost) / epsilon
+  top = jnp.max(z, axis=axis, keepdims=True)
   top = jnp.where(jnp.isfinite(top), top, 0.0)
   e = jnp.exp(z - top)
-  s = jnp.sum(e, axis=0)
+  s = jnp.sum(e, axis=axis)
   pos = b > 0
-  g = jnp.where(pos, epsilon * (jnp.log(jnp.where(pos, b, 1.0)) - top[0] - jnp.log(s)), -jnp.inf)
-  return g, e @ (jnp.where(pos, b, 0.0) / s)
+  g = jnp.where(pos, epsilon * (jnp.log(jnp.where(pos, b, 1.0)) - jnp.squeeze(top, axis) - jnp.log(s)), -jnp.inf)
+  w = jnp.where(pos, b, 0.0) / s
+  return g, (w @ e if transposed else e @ w)
 
 
 def _system(a, b, columns, epsilon):

@@ -99,12 +99,14 @@ __all__ = [
   "DIRECT_MAX",
   "NEWTON_SOLVES",
   "DEFAULT_STEPS",
+  "SYMMETRIC_COSTS",
   "TAILS",
   "CorrectionState",
   "ProgressState",
   "SlicedSinkhorn",
   "column_marginal",
   "correction_features",
+  "cost_matrix",
   "has_points",
   "stores_cost",
 ]
@@ -268,6 +270,36 @@ def axis_potential(geom: Any, a: jax.Array, b: jax.Array) -> Optional[jax.Array]
 def stores_cost(geom: Any) -> bool:
   """Whether ``geom``'s cost matrix can be formed (not online, not a ``Grid``): the Newton tail needs it."""
   return not getattr(geom, "is_online", False) and not isinstance(geom, grid.Grid)
+
+
+SYMMETRIC_COSTS = (
+  costs.SqEuclidean,
+  costs.Euclidean,
+  costs.SqPNorm,
+  costs.PNormP,
+  costs.EuclideanP,
+  costs.NegDotProduct,
+  costs.Cosine,
+  costs.Arccos,
+)
+"""OTT's cost functions with :math:`c(x, y) = c(y, x)`: :func:`cost_matrix` forms their transpose directly."""
+
+
+def cost_matrix(geom: Any, transposed: bool = False) -> jax.Array:
+  """``geom``'s cost matrix ``[n, m]``, or with ``transposed`` (static) its transpose ``[m, n]``.
+
+  On a ``PointCloud`` with a symmetric cost (:data:`SYMMETRIC_COSTS`, or a
+  cost function with ``symmetric = True``) and a numeric ``scale_cost``,
+  the transpose is formed in its own layout as the cost of ``y`` to ``x``,
+  not by copying the ``[n, m]`` matrix; elsewhere the matrix is transposed.
+  """
+  if not transposed:
+    return geom.cost_matrix
+  if has_points(geom) and isinstance(getattr(geom, "_scale_cost", None), (int, float)):
+    cost_fn = geom.cost_fn
+    if type(cost_fn) in SYMMETRIC_COSTS or getattr(cost_fn, "symmetric", False) is True:
+      return cost_fn.all_pairs(geom.y, geom.x) * geom.inv_scale_cost
+  return geom.cost_matrix.T
 
 
 def _dual(a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array) -> jax.Array:
@@ -744,8 +776,10 @@ class SlicedSinkhorn:
     arrays = all(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in jax.tree_util.tree_leaves(kwargs))
     return (_output_compiled if arrays else _output)(self, prob, init, kwargs, level)
 
-  def _axis_start(self, geom: Any, cost: jax.Array, a: jax.Array, b: jax.Array, plan: Any):
+  def _axis_start(self, geom: Any, cost: jax.Array, a: jax.Array, b: jax.Array, plan: Any, transposed: bool):
     """``(f [n], g [m], fits)`` of a cold start from :func:`axis_potential`; ``None`` where it does not apply.
+
+    ``cost`` is ``[n, m]``, or ``[m, n]`` with ``transposed`` (static).
 
     ``g`` is the column update of the axis potential ``f`` at the target, and
     ``fits`` whether the row L1 error of their plan is at most
@@ -763,7 +797,7 @@ class SlicedSinkhorn:
     if plan is None or self.annealing != "auto" or not axis_start_applies(geom):
       return None
     f = axis_potential(geom, a, b)
-    g, rows = newton.column_update_rows(cost, b, f, geom.epsilon)
+    g, rows = newton.column_update_rows(cost, b, f, geom.epsilon, transposed)
     fits = jnp.sum(jnp.where(a > 0, jnp.abs(rows - a), 0.0)) <= AXIS_START_MAX_ROW_ERROR
     return f, g, fits
 
@@ -778,26 +812,26 @@ class SlicedSinkhorn:
     g_predicted: bool,
     epsilon: Any,
     axis: Any,
-  ) -> Tuple[bool, jax.Array]:
-    """Where Newton steps start: ``(transposed, potential)``.
+    transposed: bool,
+  ) -> jax.Array:
+    """Where Newton steps start: the potential of the side with fewer atoms.
 
-    ``cost`` is the ``[n, m]`` cost matrix. Newton moves the potential of
-    the side with fewer atoms: ``f`` (``[n]``, transposed) when ``n < m``,
-    else ``g`` (``[m]``). After sweeps (``k > 0``) that potential is the
-    sweeps'; a prediction of ``g`` is kept. A cold start with no sweep
-    begins from ``axis`` (:meth:`_axis_start`) where it applies, else from
-    ``f`` (zeros, as OTT starts), ``g`` then its column update at ``epsilon``.
+    Newton moves ``f`` (``[n]``) when ``transposed`` (``n < m``; ``cost`` is
+    then ``[m, n]``), else ``g`` (``[m]``; ``cost`` is ``[n, m]``). After
+    sweeps (``k > 0``) that potential is the sweeps'; a prediction of ``g``
+    is kept. A cold start with no sweep begins from ``axis``
+    (:meth:`_axis_start`) where it applies, else from ``f`` (zeros, as OTT
+    starts), ``g`` then its column update at ``epsilon``.
     """
-    n, m = cost.shape
     if axis is not None:
       f_axis, g_axis, _ = axis
-      return n < m, jnp.where(k > 0, f, f_axis) if n < m else jnp.where(k > 0, g, g_axis)
-    if n < m:
-      return True, f
+      return jnp.where(k > 0, f, f_axis) if transposed else jnp.where(k > 0, g, g_axis)
+    if transposed:
+      return f
     if g_predicted:
-      return False, g
+      return g
     start_g = lambda: newton.column_update(cost, b, f, epsilon)  # noqa: E731
-    return False, jax.lax.cond(k > 0, lambda: g, start_g) if scheduled else start_g()
+    return jax.lax.cond(k > 0, lambda: g, start_g) if scheduled else start_g()
 
   def _iterate(self, prob: linear_problem.LinearProblem, init: Any, init_kwargs: Any, level: Optional[int] = None):
     """The solve on this solver's path: ``(f [n], g [m], errors [max_iterations])``; ``level``: of the compaction."""
@@ -835,6 +869,7 @@ class SlicedSinkhorn:
     use_newton: bool,
     skip: Optional[jax.Array] = None,
     cost: Optional[jax.Array] = None,
+    transposed: bool = False,
   ):
     """The annealing sweeps of ``plan`` (``None``: none): ``(f, g, trace, k, stage, epsilon of the sweeps)``.
 
@@ -842,7 +877,8 @@ class SlicedSinkhorn:
     is :func:`ottsliced.solvers.newton.newton_tail`'s (``None``: no stage).
     ``skip`` (traced boolean; ``None``: ``False``) runs neither. ``cost``:
     ``geom``'s ``[n, m]`` cost matrix where the caller holds it; the sweeps
-    then take one pass over it each (:func:`~ottsliced.solvers.annealing.shifted_update`).
+    then take one pass over it each (:func:`~ottsliced.solvers.annealing.shifted_update`); ``[m, n]`` with
+    ``transposed`` (static).
     """
     eps = geom.epsilon
     trace = -jnp.ones((self.max_iterations,), f.dtype)
@@ -861,13 +897,18 @@ class SlicedSinkhorn:
     sweeps = jnp.minimum(sweeps, self.max_iterations - 1)
     sweeps = sweeps if skip is None else jnp.where(skip, 0, sweeps)
 
+    def shifted(w, f_, g_, e, axis, exact):  # the update of the side that ``axis`` reduces over
+      if cost is None:
+        return exact()
+      if transposed:  # rows of the stored matrix are the columns' atoms
+        return annealing_lib.shifted_update(cost, w, g_, f_, e, 1 - axis, exact)
+      return annealing_lib.shifted_update(cost, w, f_, g_, e, axis, exact)
+
     def rows(g_, e, f_last):
-      exact = lambda: _update(geom, a, f, g_, e, axis=1)  # noqa: E731
-      return exact() if cost is None else annealing_lib.shifted_update(cost, a, f_last, g_, e, 1, exact)
+      return shifted(a, f_last, g_, e, 1, lambda: _update(geom, a, f, g_, e, axis=1))
 
     def cols(f_, e, g_last):
-      exact = lambda: _update(geom, b, f_, g, e, axis=0)  # noqa: E731
-      return exact() if cost is None else annealing_lib.shifted_update(cost, b, f_, g_last, e, 0, exact)
+      return shifted(b, f_, g_last, e, 0, lambda: _update(geom, b, f_, g, e, axis=0))
 
     report, steps = self._progress(), jnp.arange(self.max_iterations)
     progress = None if report is None else lambda done: report(done, jnp.where(steps < done, jnp.inf, -1.0))
@@ -878,14 +919,23 @@ class SlicedSinkhorn:
   def _newton_path(
     self, geom: Any, a: jax.Array, b: jax.Array, f: jax.Array, g: jax.Array, *, plan: Any, g_predicted: bool
   ) -> Tuple[jax.Array, jax.Array, jax.Array]:
-    """Sweeps, then Newton steps on the stored plan from ``(f [n], g [m])``: ``(f, g, trace)``."""
-    cost = geom.cost_matrix
-    axis = self._axis_start(geom, cost, a, b, plan)
+    """Sweeps, then Newton steps on the stored plan from ``(f [n], g [m])``: ``(f, g, trace)``.
+
+    Newton moves the potential of the side with fewer atoms, ``f`` when
+    ``n < m``; the cost matrix is then formed as ``[m, n]`` (:func:`cost_matrix`)
+    and every pass reads it in that layout.
+    """
+    n, m = geom.shape
+    transposed = n < m
+    cost = cost_matrix(geom, transposed)
+    axis = self._axis_start(geom, cost, a, b, plan, transposed)
     skip = None if axis is None else axis[2]
-    f, g, trace, k, stage, eps_sweeps = self._sweeps(geom, a, b, f, g, plan, use_newton=True, skip=skip, cost=cost)
-    transposed, start = self._newton_start(cost, b, f, g, k, plan is not None, g_predicted, eps_sweeps, axis)
+    f, g, trace, k, stage, eps_sweeps = self._sweeps(
+      geom, a, b, f, g, plan, use_newton=True, skip=skip, cost=cost, transposed=transposed
+    )
+    start = self._newton_start(cost, b, f, g, k, plan is not None, g_predicted, eps_sweeps, axis, transposed)
     state = newton.newton_tail(
-      cost.T if transposed else cost,
+      cost,
       *((b, a) if transposed else (a, b)),
       geom.epsilon,
       start,

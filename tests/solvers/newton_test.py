@@ -39,6 +39,10 @@ def test_row_and_column_updates_are_otts():
   np.testing.assert_allclose(g_rows, g_ott, rtol=1e-12)
   plan = np.asarray(geom.transport_from_potentials(f, g_ott))
   np.testing.assert_allclose(rows, plan.sum(1), atol=1e-14)  # columns exact, rows off
+  # The same from the transposed matrix [m, n], read in its own layout.
+  g_t, rows_t = newton.column_update_rows(geom.cost_matrix.T, b, f, geom.epsilon, transposed=True)
+  np.testing.assert_allclose(g_t, g_rows, rtol=1e-13)
+  np.testing.assert_allclose(rows_t, rows, rtol=1e-13, atol=1e-16)
   np.testing.assert_allclose(plan.sum(0), b, atol=1e-12)
   assert np.abs(plan.sum(1) - a).sum() > 1e-3
 

@@ -772,6 +772,51 @@ def test_fewer_sources_than_targets_runs_newton_on_f_with_exact_columns(x64, eps
   assert np.all(np.isneginf(np.asarray(out.g)[b == 0]))
 
 
+@jax.tree_util.register_pytree_node_class
+class _Drift(costs.CostFn):
+  """An asymmetric cost, ``|x - y|^2 + <x - y, (1, 0, ...)>``: its transpose is not the cost of ``y`` to ``x``."""
+
+  def __call__(self, x, y):
+    return jnp.sum((x - y) ** 2) + (x - y)[0]
+
+
+def test_cost_matrix_forms_the_transpose_in_its_own_layout_and_only_where_the_cost_is_symmetric(x64):
+  from ottsliced.data.sphere import SphereGeodesic
+
+  rs = np.random.default_rng(15)
+  x, y = jnp.asarray(rs.normal(size=(30, 2))), jnp.asarray(rs.normal(size=(45, 2)))
+  cases = [
+    pointcloud.PointCloud(x, y),
+    pointcloud.PointCloud(x, y, cost_fn=costs.Euclidean(), scale_cost=2.0),
+    pointcloud.PointCloud(x, y, cost_fn=SphereGeodesic()),  # symmetric = True, its own all_pairs
+    pointcloud.PointCloud(x, y, cost_fn=_Drift()),  # asymmetric: the formed matrix transposed
+    pointcloud.PointCloud(x, y, scale_cost="mean"),  # the scale needs the matrix: transposed
+  ]
+  for geom in cases:
+    expected = np.asarray(geom.cost_matrix)
+    np.testing.assert_allclose(sliced_sinkhorn.cost_matrix(geom), expected, rtol=1e-13)
+    np.testing.assert_allclose(sliced_sinkhorn.cost_matrix(geom, transposed=True), expected.T, rtol=1e-13, atol=1e-15)
+  assert not np.allclose(pointcloud.PointCloud(y, x, cost_fn=_Drift()).cost_matrix, cases[3].cost_matrix.T)
+  # Formed directly: no transpose of an [n, m] matrix in the program.
+  hlo = jax.jit(lambda x, y: sliced_sinkhorn.cost_matrix(pointcloud.PointCloud(x, y), True)).lower(x, y).as_text()
+  assert "transpose" not in hlo
+
+
+@pytest.mark.parametrize("eps", [0.5, 0.01])
+def test_fewer_sources_than_targets_with_an_asymmetric_cost_reach_otts_solution(x64, eps):
+  """n < m with a cost whose transpose must be copied: the sweeps, the stage and the steps read it as OTT does."""
+  rs = np.random.default_rng(16)
+  x, a = random_measure(rs, 25, 2, zero_frac=0.2)
+  y, b = random_measure(rs, 60, 2, zero_frac=0.2)
+  geom = pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y), cost_fn=_Drift(), epsilon=eps)
+  prob = linear_problem.LinearProblem(geom, jnp.asarray(a), jnp.asarray(b))
+  out = _solve(SlicedSinkhorn(threshold=1e-9, max_iterations=5000), prob)
+  if eps < 0.05:
+    assert np.isinf(np.asarray(out.errors)).any()  # sweeps ran on the transposed matrix
+  ref = sinkhorn.Sinkhorn(threshold=1e-11, max_iterations=500_000)(prob)
+  np.testing.assert_allclose(out.matrix, ref.matrix, atol=1e-9)
+
+
 def test_axis_potential_sums_the_coordinates_feasible_1d_potentials(x64):
   rs = np.random.default_rng(13)
   x, a = random_measure(rs, 400, 2, zero_frac=0.1)
