@@ -21,6 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 from ott.geometry import pointcloud
+from side_by_side import compiled_with
 
 from ottsliced.experiments import solvers as bench
 from ottsliced.solvers import newton, sliced_sinkhorn
@@ -48,14 +49,7 @@ def axis_row_error(x, y, a, b, eps):
 
 def _compiled(name, threshold, pairs, tol):
   method = bench._ours_method(name, None, 0, 20_000)
-  shipped = sliced_sinkhorn.AXIS_START_MAX_ROW_ERROR
-  sliced_sinkhorn.AXIS_START_MAX_ROW_ERROR = threshold  # read while tracing
-  try:
-    for p in pairs:
-      jax.block_until_ready(method.solve(*method.prepare(p), tol))
-  finally:
-    sliced_sinkhorn.AXIS_START_MAX_ROW_ERROR = shipped
-  return method
+  return compiled_with(sliced_sinkhorn, {"AXIS_START_MAX_ROW_ERROR": threshold}, method, pairs, tol)
 
 
 def main(repeats: int = 7, max_signal: float = 1.2) -> None:

@@ -8,13 +8,14 @@ side_by_side`` (``python benchmarks/<script>.py`` puts this folder on the path).
 
 import statistics
 import time
+import types
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 
 from ottsliced.experiments import solvers as bench
 
-__all__ = ["Timing", "side_by_side", "suite_interleaving"]
+__all__ = ["Timing", "compiled_with", "side_by_side", "suite_interleaving"]
 
 
 class Timing(NamedTuple):
@@ -82,3 +83,47 @@ def suite_interleaving(case: bench.CaseConfig, pair: Any, tol: Any) -> Callable[
   methods = bench.ott_methods(bench.OTTConfig(), case, None, 20_000)
   args = [m.prepare(pair) for m in methods]
   return lambda: [jax.block_until_ready(m.solve(*a, tol)) for m, a in zip(methods, args)]
+
+
+def compiled_with(
+  module: types.ModuleType, constants: Mapping[str, Any], method: bench.Method, pairs: Sequence[Any], tol: Any
+) -> bench.Method:
+  """``method`` compiled, ahead of time, with ``module``'s ``constants`` set while it is traced; restored after.
+
+  For a solver's module constant read at trace time (a threshold, a size). Patching it and calling the jitted
+  method is not enough: :class:`~ottsliced.SlicedSinkhorn`'s call is itself jitted, and JAX caches its trace by
+  shapes and options, not by module constants, so a second method of the same shapes would reuse the first one's
+  program. JAX's caches are cleared before the trace, and the executables (one per pair's argument shapes) are
+  kept, so later calls, traced or not, cannot swap them.
+
+  Args:
+    module: the module holding the constants (e.g. ``ottsliced.solvers.sliced_sinkhorn``).
+    constants: name -> value while tracing.
+    method: a jitted method of :mod:`ottsliced.experiments.solvers` (``solve(*prepare(pair), tol)``).
+    pairs: the pairs it will be called on (one program per distinct argument shapes).
+    tol: the tolerance argument (traced: any value of its dtype runs on the same program).
+
+  Returns:
+    ``method`` whose ``solve`` runs the kept executables.
+  """
+  shipped = {name: getattr(module, name) for name in constants}
+  programs = {}
+  try:
+    for name, value in constants.items():
+      setattr(module, name, value)
+    jax.clear_caches()
+    for pair in pairs:
+      args = method.prepare(pair)
+      key = tuple(a.shape for a in args)
+      if key not in programs:
+        programs[key] = bench.compiled_solve(method, args, float(tol))
+  finally:
+    for name, value in shipped.items():
+      setattr(module, name, value)
+    jax.clear_caches()  # nothing traced under the patch stays in JAX's caches
+  bound = method.solve.args if hasattr(method.solve, "args") else ()
+
+  def solve(*args):
+    return programs[tuple(a.shape for a in args[:-1])](*bound, *args)
+
+  return method._replace(solve=solve)

@@ -116,7 +116,8 @@ DEFAULT_NUM_DIRECTIONS = 16  # L when the solver draws its own directions
 TAILS = ("auto", "newton", "sinkhorn")
 NEWTON_SOLVES = ("auto", "cg", "direct")
 # A cold Newton start without sweeps, from the coordinates' 1-D potentials (axis_potential): up to this dimension,
-# on plans of at least this many entries (the sorts cost about one small Newton step; they save about one).
+# on plans of at least this many entries (the sorts cost about one small Newton step; they save about one: from
+# 2**14, 0.80-1.35x the time on 16k-90k entries, benchmarks/axis_start_size.py).
 AXIS_START_MAX_DIM = 4
 AXIS_START_MIN_ENTRIES = 2**17
 # ... and in place of the sweeps and the stage when the row L1 error of its plan, columns exact, is at most this.
@@ -789,10 +790,10 @@ class SlicedSinkhorn:
     palettes, grey-level photos, digits, multi-resolution digits, flow
     batches of 1,024 and 2-D and 3-D Gaussian mixtures at 1e-3 to 1e-2
     (``python benchmarks/axis_start.py``): where the check holds (38 pairs)
-    the start without sweeps took a median 0.60x the time of the annealed
-    start and was slower on 2 (1.04x, 1.98x: a photo); where it does not (51
-    pairs) it won and lost about equally (geometric mean 1.05x), with losses
-    up to 2.5x on the mixtures.
+    the start without sweeps took a median 0.61x the time of the annealed
+    start and was slower on 4 (1.04x on a 2-D mixture, 1.13-2.02x on
+    photos); where it does not (51 pairs) it lost more than it won (median
+    1.09x, up to 6x on 2-D mixtures).
     """
     if plan is None or self.annealing != "auto" or not axis_start_applies(geom):
       return None
